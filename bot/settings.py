@@ -1,0 +1,48 @@
+"""Settings read once from the environment (and ``.env``) by the entry points.
+
+The only place that reads the environment: everything else gets typed values from
+here.  Secrets are ``SecretStr`` so they never print in a repr, a log or an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_STORE = "sqlite:///kubeflow-bot.db"
+CONSOLE_STORE = "sqlite:///:memory:"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    policy_path: Path = Field(Path("policy.example.yaml"), alias="KUBEFLOW_BOT_POLICY")
+    store_url: str | None = Field(None, alias="KUBEFLOW_BOT_STORE")
+    cloud: Literal["gcp", "dry-run"] | None = Field(None, alias="KUBEFLOW_BOT_CLOUD")
+    manifests_path: Path | None = Field(None, alias="KUBEFLOW_BOT_MANIFESTS")
+    oauth_client_id: str | None = Field(None, alias="KUBEFLOW_BOT_OAUTH_CLIENT_ID")
+    oauth_client_secret: SecretStr | None = Field(None, alias="KUBEFLOW_BOT_OAUTH_CLIENT_SECRET")
+
+    google_cloud_project: str | None = None
+    pubsub_topic: str | None = None
+    pubsub_subscription: str | None = None
+    pubsub_emulator_host: str | None = None
+
+    port: int = Field(8080, ge=1, le=65535)
+    log_level: str = Field("INFO", alias="KUBEFLOW_BOT_LOG_LEVEL")
+
+    @property
+    def slack_configured(self) -> bool:
+        return self.slack_bot_token is not None and self.slack_signing_secret is not None
+
+    @property
+    def pubsub_configured(self) -> bool:
+        return bool(self.pubsub_topic and self.pubsub_subscription)

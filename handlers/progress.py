@@ -1,0 +1,109 @@
+"""The chat side of provisioning's ``Notifier``: one status message per request.
+
+``bot`` builds it with the chat adapter and hands it to the worker.  The first report of
+a create or delete posts the checklist in the request's thread and remembers the
+message in the record; later ones redraw that message in place, at most once per
+``min_interval`` seconds per request (Slack rate-limits ``chat.update``), the latest
+state always winning.  Success and failure redraw at once and reply in the thread,
+mentioning the requester.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from handlers import messages
+from handlers.chat import Chat
+from provisioning.actions import CreateAction, DeleteAction
+from provisioning.records import RequestRecord
+from provisioning.store import RequestStore
+
+log = logging.getLogger(__name__)
+
+
+class ChatNotifier:
+    def __init__(
+        self,
+        chat: Chat,
+        store: RequestStore,
+        clock: Callable[[], datetime],
+        *,
+        min_interval: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._chat = chat
+        self._store = store
+        self._clock = clock
+        self._interval = min_interval
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._last_drawn: dict[str, float] = {}
+        self._latest: dict[str, RequestRecord] = {}
+        self._timers: dict[str, threading.Timer] = {}
+        # Requests whose final state is drawn; a late timer must not redraw them.
+        self._finished: set[str] = set()
+
+    @staticmethod
+    def _has_checklist(record: RequestRecord) -> bool:
+        return isinstance(record.action, CreateAction | DeleteAction)
+
+    def progress(self, record: RequestRecord) -> None:
+        if not self._has_checklist(record):
+            return
+        with self._lock:
+            # A redelivered request that runs again starts a fresh round of updates.
+            self._finished.discard(record.id)
+            self._latest[record.id] = record
+            wait = self._interval - (self._monotonic() - self._last_drawn.get(record.id, -1e9))
+            if wait > 0:
+                if record.id not in self._timers:
+                    timer = threading.Timer(wait, self._flush, args=(record.id,))
+                    timer.daemon = True
+                    self._timers[record.id] = timer
+                    timer.start()
+                return
+        self._draw(record)
+
+    def _flush(self, request_id: str) -> None:
+        with self._lock:
+            self._timers.pop(request_id, None)
+            record = self._latest.get(request_id)
+            if request_id in self._finished:
+                return
+        if record is not None:
+            self._draw(record)
+
+    def _draw(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._last_drawn[record.id] = self._monotonic()
+        text = messages.checklist(record)
+        current = self._store.get(record.id)
+        ref = current.status_message if current else record.status_message
+        if ref is None:
+            ref = self._chat.post(record.channel, text, thread_ts=record.thread_ts)
+            self._store.update(record.id, changes={"status_message": ref}, at=self._clock())
+        else:
+            self._chat.update(ref, text)
+
+    def _finish(self, record: RequestRecord, reply: str) -> None:
+        with self._lock:
+            timer = self._timers.pop(record.id, None)
+            self._latest.pop(record.id, None)
+            self._finished.add(record.id)
+        if timer is not None:
+            timer.cancel()
+        if self._has_checklist(record):
+            self._draw(record)
+        with self._lock:
+            self._last_drawn.pop(record.id, None)
+        self._chat.post(record.channel, reply, thread_ts=record.thread_ts)
+
+    def succeeded(self, record: RequestRecord, *, dry_run: bool) -> None:
+        self._finish(record, messages.succeeded_reply(record, dry_run=dry_run))
+
+    def failed(self, record: RequestRecord, *, reason: str, will_retry: bool) -> None:
+        self._finish(record, messages.failed_reply(record, reason, will_retry=will_retry))

@@ -1,0 +1,67 @@
+"""What a request asks for: create, grant, revoke or delete.
+
+Built by the command handlers from parsed commands (after resolving a deployment name
+to its project), stored with the request record, and carried in the queue message to
+the worker, which dispatches on ``kind``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from provisioning.spec import DeploymentName, DeploymentSpec, Email, ProjectId, Zone
+
+IAP_ACCESSOR_ROLE = "roles/iap.httpsResourceAccessor"
+
+
+class CreateAction(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["create"] = "create"
+    spec: DeploymentSpec
+    # Granted IAP access as the last step; None when the chat could not tell us.
+    requester_email: Email | None = None
+
+
+class GrantAction(BaseModel):
+    """Give ``user:EMAIL`` the IAP accessor role on the deployment's project."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["grant"] = "grant"
+    email: Email
+    deployment: DeploymentName
+    project: ProjectId
+
+
+class RevokeAction(BaseModel):
+    """Remove exactly the ``user:EMAIL`` member from the IAP accessor binding."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["revoke"] = "revoke"
+    email: Email
+    deployment: DeploymentName
+    project: ProjectId
+
+
+class DeleteAction(BaseModel):
+    """Tear the deployment down: its cluster, address and endpoint."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["delete"] = "delete"
+    deployment: DeploymentName
+    project: ProjectId
+    zone: Zone
+
+
+Action = Annotated[
+    CreateAction | GrantAction | RevokeAction | DeleteAction, Field(discriminator="kind")
+]
+
+
+def deployment_of(action: Action) -> str:
+    return action.spec.name if isinstance(action, CreateAction) else action.deployment
+
+
+def project_of(action: Action) -> str:
+    return action.spec.project if isinstance(action, CreateAction) else action.project

@@ -1,0 +1,159 @@
+"""The cloud interface the ``ensure_*`` steps drive, and the plain values it speaks.
+
+Steps observe and act only through ``Cloud``; implementations translate to Google's
+client libraries (``KUBEFLOW_BOT_CLOUD=gcp``, a later layer) or record what they would
+do (``dryrun_cloud``, the embedded default).  No third-party types cross this line:
+values here are plain dataclasses, so steps and tests stay library-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class IamBinding:
+    role: str
+    members: frozenset[str]
+    # An IAM condition expression (CEL), for time-bound grants; None for none.
+    condition: str | None = None
+
+
+@dataclass(frozen=True)
+class IamPolicy:
+    """An IAM policy as read, with the etag that makes the write a compare-and-set."""
+
+    bindings: tuple[IamBinding, ...] = ()
+    etag: str = ""
+
+    def members_of(self, role: str) -> frozenset[str]:
+        found: set[str] = set()
+        for binding in self.bindings:
+            if binding.role == role and binding.condition is None:
+                found |= binding.members
+        return frozenset(found)
+
+    def with_members(self, role: str, members: frozenset[str]) -> IamPolicy:
+        """This policy with ``members`` added to the unconditional ``role`` binding."""
+        missing = members - self.members_of(role)
+        if not missing:
+            return self
+        bindings = list(self.bindings)
+        for i, binding in enumerate(bindings):
+            if binding.role == role and binding.condition is None:
+                bindings[i] = IamBinding(role, binding.members | missing)
+                break
+        else:
+            bindings.append(IamBinding(role, frozenset(missing)))
+        return IamPolicy(tuple(bindings), self.etag)
+
+    def without_member(self, role: str, member: str) -> IamPolicy:
+        """This policy with exactly ``member`` removed from ``role``'s bindings."""
+        bindings = []
+        for binding in self.bindings:
+            if binding.role == role and member in binding.members:
+                rest = binding.members - {member}
+                if rest:
+                    bindings.append(IamBinding(role, rest, binding.condition))
+            else:
+                bindings.append(binding)
+        return IamPolicy(tuple(bindings), self.etag)
+
+
+@dataclass(frozen=True)
+class ClusterRequest:
+    """What the cluster step asks GKE for (mapped onto ``container_v1.Cluster``)."""
+
+    project: str
+    zone: str
+    name: str
+    machine_type: str
+    node_service_account: str
+    workload_pool: str
+    release_channel: str
+    labels: Mapping[str, str]
+    initial_node_count: int = 2
+
+
+@dataclass(frozen=True)
+class NodePoolRequest:
+    """What the GPU step asks GKE for (mapped onto ``container_v1.NodePool``)."""
+
+    project: str
+    zone: str
+    cluster: str
+    name: str
+    machine_type: str
+    accelerator_type: str
+    accelerator_count: int
+    min_nodes: int
+    max_nodes: int
+    service_account: str
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What the steps need to know of an existing cluster."""
+
+    status: str  # PROVISIONING, RUNNING, RECONCILING, STOPPING, ERROR, DEGRADED
+    endpoint: str = ""
+    ca_certificate: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ApplySummary:
+    applied: int
+    unchanged: int = 0
+    waiting_for: tuple[str, ...] = ()
+
+
+class Cloud(Protocol):
+    """Everything the steps read or change in Google Cloud and on the new cluster."""
+
+    @property
+    def dry_run(self) -> bool:
+        """True when calls are only recorded: acting steps report "planned"."""
+
+    def drain_calls(self) -> list[str]:
+        """The calls made since the last drain, as "api.method resource {key fields}"."""
+
+    # Service Usage
+    def enabled_services(self, project: str, services: Sequence[str]) -> frozenset[str]: ...
+    def enable_services(self, project: str, services: Sequence[str]) -> None: ...
+
+    # Compute
+    def zones_offering(self, project: str, accelerator_type: str) -> frozenset[str] | None:
+        """Zones that offer the accelerator; None when the cloud cannot know (dry run)."""
+
+    def get_global_address(self, project: str, name: str) -> str | None: ...
+    def create_global_address(self, project: str, name: str) -> None: ...
+    def delete_global_address(self, project: str, name: str) -> None: ...
+
+    # IAM and Resource Manager
+    def service_account_exists(self, project: str, account_id: str) -> bool: ...
+    def create_service_account(self, project: str, account_id: str, display_name: str) -> None: ...
+    def get_project_iam_policy(self, project: str) -> IamPolicy: ...
+    def set_project_iam_policy(self, project: str, policy: IamPolicy) -> IamPolicy: ...
+    def get_service_account_iam_policy(self, project: str, email: str) -> IamPolicy: ...
+    def set_service_account_iam_policy(
+        self, project: str, email: str, policy: IamPolicy
+    ) -> IamPolicy: ...
+
+    # GKE
+    def get_cluster(self, project: str, zone: str, name: str) -> ClusterInfo | None: ...
+    def create_cluster(self, request: ClusterRequest) -> None: ...
+    def delete_cluster(self, project: str, zone: str, name: str) -> None: ...
+    def get_node_pool_status(
+        self, project: str, zone: str, cluster: str, name: str
+    ) -> str | None: ...
+    def create_node_pool(self, request: NodePoolRequest) -> None: ...
+
+    # The new cluster's Kubernetes API and Cloud Endpoints
+    def apply_objects(
+        self, project: str, zone: str, cluster: str, objects: Sequence[Mapping[str, Any]]
+    ) -> ApplySummary: ...
+    def ensure_endpoint(self, project: str, host: str, address_name: str) -> None: ...
+    def delete_endpoint(self, project: str, host: str) -> None: ...

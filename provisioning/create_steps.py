@@ -1,0 +1,316 @@
+"""The ``ensure_*`` steps that build a deployment (SPEC.md, provisioning steps 1-10).
+
+Each observes the real state through ``Cloud``, acts only when something is missing, and
+reports what it did, so running it twice is harmless.  ``CREATE_STEPS`` declares their
+order by dependency; the engine runs independent ones at the same time (the static IP
+and service accounts do not wait for the cluster; the GPU pool and Kubeflow do not wait
+for each other).  Called by the worker through ``plans.steps_for``.
+"""
+
+from __future__ import annotations
+
+from provisioning.actions import IAP_ACCESSOR_ROLE, CreateAction
+from provisioning.cloud import ClusterRequest, NodePoolRequest
+from provisioning.engine import Outcome, Step, StepContext, StepResult, check_graph
+from provisioning.errors import PermanentError
+from provisioning.iap_objects import iap_objects
+from provisioning.spec import DeploymentSpec, region_of
+
+# Enabled in one batch (Service Usage takes at most 20 ids per request).
+REQUIRED_APIS: tuple[str, ...] = (
+    "compute.googleapis.com",
+    "container.googleapis.com",
+    "iam.googleapis.com",
+    "iamcredentials.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
+    "serviceusage.googleapis.com",
+    "servicemanagement.googleapis.com",
+    "servicecontrol.googleapis.com",
+    "endpoints.googleapis.com",
+    "iap.googleapis.com",
+    "logging.googleapis.com",
+    "monitoring.googleapis.com",
+)
+SERVICE_USAGE_BATCH = 20
+CLUSTER_POLL_SECONDS = 30.0
+NODE_POOL_NAME = "gpu-pool"
+RELEASE_CHANNEL = "REGULAR"
+
+# Project roles per deployment service account (after kubeflow-distribution's policies,
+# trimmed to what an API-driven install uses: no Cloud SQL, no source repos).
+ACCOUNT_ROLES: dict[str, tuple[str, ...]] = {
+    "vm": (
+        "roles/logging.logWriter",
+        "roles/monitoring.metricWriter",
+        "roles/monitoring.viewer",
+        "roles/storage.objectViewer",
+    ),
+    "admin": (
+        "roles/servicemanagement.admin",
+        "roles/compute.networkAdmin",
+        "roles/logging.logWriter",
+        "roles/monitoring.metricWriter",
+        "roles/storage.admin",
+    ),
+    "user": (
+        "roles/logging.logWriter",
+        "roles/monitoring.metricWriter",
+        "roles/storage.admin",
+    ),
+}
+ACCOUNT_TITLES = {
+    "vm": "kubeflow node service account",
+    "admin": "kubeflow admin service account",
+    "user": "kubeflow user service account",
+}
+# Kubernetes service accounts that impersonate each Google one (Workload Identity).
+WORKLOAD_IDENTITY_KSAS: dict[str, tuple[str, ...]] = {
+    "admin": (
+        "kubeflow/profiles-controller-service-account",
+        "kubeflow/kf-admin",
+        "istio-system/kf-admin",
+    ),
+    "user": ("kubeflow/pipeline-runner", "kubeflow/ml-pipeline-ui"),
+}
+
+
+def _spec(ctx: StepContext) -> DeploymentSpec:
+    assert isinstance(ctx.action, CreateAction)
+    return ctx.action.spec
+
+
+def account_email(spec: DeploymentSpec, suffix: str) -> str:
+    return f"{spec.name}-{suffix}@{spec.project}.iam.gserviceaccount.com"
+
+
+def address_name(name: str) -> str:
+    return f"{name}-ip"
+
+
+def ensure_apis(ctx: StepContext) -> StepResult:
+    spec = _spec(ctx)
+    enabled = ctx.cloud.enabled_services(spec.project, REQUIRED_APIS)
+    missing = [api for api in REQUIRED_APIS if api not in enabled]
+    if not missing:
+        return StepResult(Outcome.UNCHANGED, f"{len(REQUIRED_APIS)} APIs already enabled")
+    for start in range(0, len(missing), SERVICE_USAGE_BATCH):
+        ctx.cloud.enable_services(spec.project, missing[start : start + SERVICE_USAGE_BATCH])
+    return ctx.acted(Outcome.UPDATED, f"enable {len(missing)} APIs")
+
+
+def zone_suggestion(zone: str, offering: frozenset[str]) -> str:
+    """Zones that offer the GPU, those in the requested zone's region first."""
+    region = region_of(zone)
+    near = sorted(z for z in offering if region_of(z) == region)
+    far = sorted(z for z in offering if region_of(z) != region)
+    if not offering:
+        return "no zone in this project offers it"
+    listed = near + far
+    shown = ", ".join(listed[:8]) + (f" and {len(listed) - 8} more" if len(listed) > 8 else "")
+    return f"zones that offer it: {shown}"
+
+
+def ensure_gpu_zone(ctx: StepContext) -> StepResult:
+    spec = _spec(ctx)
+    if spec.gpu is None:
+        return StepResult(Outcome.SKIPPED, "no GPU requested")
+    offering = ctx.cloud.zones_offering(spec.project, spec.gpu.type)
+    if offering is None:
+        return StepResult(Outcome.PLANNED, f"check that {spec.zone} offers {spec.gpu.type}")
+    if spec.zone not in offering:
+        raise PermanentError(
+            f"{spec.zone} does not offer {spec.gpu.type}; "
+            f"{zone_suggestion(spec.zone, offering)}. Nothing was created: "
+            "file a new request with --zone."
+        )
+    return StepResult(Outcome.UNCHANGED, f"{spec.zone} offers {spec.gpu.type}")
+
+
+def ensure_service_accounts(ctx: StepContext) -> StepResult:
+    spec = _spec(ctx)
+    created = []
+    for suffix, title in ACCOUNT_TITLES.items():
+        account_id = f"{spec.name}-{suffix}"
+        if not ctx.cloud.service_account_exists(spec.project, account_id):
+            ctx.cloud.create_service_account(spec.project, account_id, title)
+            created.append(account_id)
+    policy = ctx.cloud.get_project_iam_policy(spec.project)
+    wanted = policy
+    for suffix, roles in ACCOUNT_ROLES.items():
+        member = f"serviceAccount:{account_email(spec, suffix)}"
+        for role in roles:
+            wanted = wanted.with_members(role, frozenset({member}))
+    if wanted != policy:
+        ctx.cloud.set_project_iam_policy(spec.project, wanted)
+    if not created and wanted == policy:
+        return StepResult(Outcome.UNCHANGED, "service accounts and roles in place")
+    return ctx.acted(Outcome.CREATED, f"{len(created)} service accounts, project roles for each")
+
+
+def ensure_static_ip(ctx: StepContext) -> StepResult:
+    spec = _spec(ctx)
+    name = address_name(spec.name)
+    address = ctx.cloud.get_global_address(spec.project, name)
+    if address is not None:
+        return StepResult(Outcome.UNCHANGED, f"{name} is {address}")
+    ctx.cloud.create_global_address(spec.project, name)
+    return ctx.acted(Outcome.CREATED, f"reserve global address {name}")
+
+
+def cluster_labels(ctx: StepContext) -> dict[str, str]:
+    # Label values: lowercase letters, digits, _ and -, at most 63 characters.
+    owner = "".join(c if c.isalnum() or c in "-_" else "_" for c in ctx.requester.lower())[:63]
+    return {
+        "managed-by": "kubeflow-bot",
+        "kubeflow-bot-request": ctx.request_id,
+        "kubeflow-bot-owner": owner,
+    }
+
+
+def ensure_cluster(ctx: StepContext) -> StepResult:
+    spec = _spec(ctx)
+    info = ctx.cloud.get_cluster(spec.project, spec.zone, spec.name)
+    if info is None:
+        ctx.cloud.create_cluster(
+            ClusterRequest(
+                project=spec.project,
+                zone=spec.zone,
+                name=spec.name,
+                machine_type=spec.machine_type,
+                node_service_account=account_email(spec, "vm"),
+                workload_pool=f"{spec.project}.svc.id.goog",
+                release_channel=RELEASE_CHANNEL,
+                labels=cluster_labels(ctx),
+            )
+        )
+        if ctx.cloud.dry_run:
+            return StepResult(Outcome.PLANNED, f"create cluster {spec.name} in {spec.zone}")
+        return StepResult(Outcome.PENDING, "cluster creation started", CLUSTER_POLL_SECONDS)
+    if info.labels.get("managed-by") not in (None, "kubeflow-bot"):
+        raise PermanentError(
+            f"a cluster named {spec.name} already exists in {spec.zone} and is not managed "
+            "by kubeflow-bot; choose another name"
+        )
+    if info.status in ("PROVISIONING", "RECONCILING"):
+        return StepResult(
+            Outcome.PENDING, f"cluster is {info.status.lower()}", CLUSTER_POLL_SECONDS
+        )
+    if info.status != "RUNNING":
+        raise PermanentError(f"cluster {spec.name} is {info.status}; look at it in the console")
+    return StepResult(Outcome.UNCHANGED, f"cluster {spec.name} is running")
+
+
+def ensure_gpu_node_pool(ctx: StepContext) -> StepResult:
+    spec = _spec(ctx)
+    if spec.gpu is None:
+        return StepResult(Outcome.SKIPPED, "no GPU requested")
+    gpu = spec.gpu
+    status = ctx.cloud.get_node_pool_status(spec.project, spec.zone, spec.name, NODE_POOL_NAME)
+    if status is None:
+        ctx.cloud.create_node_pool(
+            NodePoolRequest(
+                project=spec.project,
+                zone=spec.zone,
+                cluster=spec.name,
+                name=NODE_POOL_NAME,
+                machine_type=gpu.machine_type,
+                accelerator_type=gpu.type,
+                accelerator_count=gpu.count,
+                min_nodes=gpu.min_nodes,
+                max_nodes=gpu.max_nodes,
+                service_account=account_email(spec, "vm"),
+            )
+        )
+        detail = (
+            f"{gpu.type} x{gpu.count} on {gpu.machine_type}, {gpu.min_nodes}..{gpu.max_nodes} nodes"
+        )
+        if ctx.cloud.dry_run:
+            return StepResult(Outcome.PLANNED, detail)
+        return StepResult(Outcome.PENDING, f"creating node pool: {detail}", CLUSTER_POLL_SECONDS)
+    if status in ("PROVISIONING", "RECONCILING"):
+        return StepResult(Outcome.PENDING, f"node pool is {status.lower()}", CLUSTER_POLL_SECONDS)
+    if status != "RUNNING":
+        raise PermanentError(f"GPU node pool is {status}; look at it in the console")
+    return StepResult(Outcome.UNCHANGED, "GPU node pool is running")
+
+
+def ensure_workload_identity(ctx: StepContext) -> StepResult:
+    spec = _spec(ctx)
+    changed = 0
+    for suffix, ksas in WORKLOAD_IDENTITY_KSAS.items():
+        email = account_email(spec, suffix)
+        policy = ctx.cloud.get_service_account_iam_policy(spec.project, email)
+        members = frozenset(f"serviceAccount:{spec.project}.svc.id.goog[{ksa}]" for ksa in ksas)
+        wanted = policy.with_members("roles/iam.workloadIdentityUser", members)
+        if wanted != policy:
+            ctx.cloud.set_service_account_iam_policy(spec.project, email, wanted)
+            changed += 1
+    if not changed:
+        return StepResult(Outcome.UNCHANGED, "Workload Identity bindings in place")
+    return ctx.acted(Outcome.UPDATED, f"bind Kubeflow service accounts to {changed} Google ones")
+
+
+def ensure_kubeflow(ctx: StepContext) -> StepResult:
+    spec = _spec(ctx)
+    if ctx.manifests is None:
+        if ctx.cloud.dry_run:
+            return StepResult(
+                Outcome.PLANNED,
+                f"apply Kubeflow {spec.kubeflow_version} (no bundle configured for the plan; "
+                "the image carries one)",
+            )
+        raise PermanentError(
+            "no Kubeflow manifest bundle is configured (KUBEFLOW_BOT_MANIFESTS); "
+            "ask the bot's operators"
+        )
+    summary = ctx.cloud.apply_objects(spec.project, spec.zone, spec.name, ctx.manifests())
+    if summary.waiting_for:
+        return StepResult(
+            Outcome.PENDING, f"waiting for {', '.join(summary.waiting_for[:3])}", 20.0
+        )
+    if summary.applied == 0:
+        return StepResult(Outcome.UNCHANGED, f"{summary.unchanged} objects already applied")
+    return ctx.acted(Outcome.UPDATED, f"{summary.applied} objects applied")
+
+
+def ensure_iap_ingress(ctx: StepContext) -> StepResult:
+    spec = _spec(ctx)
+    summary = ctx.cloud.apply_objects(
+        spec.project, spec.zone, spec.name, iap_objects(spec.host, address_name(spec.name))
+    )
+    ctx.cloud.ensure_endpoint(spec.project, spec.host, address_name(spec.name))
+    if summary.waiting_for:
+        return StepResult(Outcome.PENDING, f"waiting for {', '.join(summary.waiting_for)}", 30.0)
+    return ctx.acted(Outcome.UPDATED, f"IAP ingress at {spec.host}")
+
+
+def ensure_requester_access(ctx: StepContext) -> StepResult:
+    assert isinstance(ctx.action, CreateAction)
+    spec = ctx.action.spec
+    email = ctx.action.requester_email
+    if email is None:
+        return StepResult(
+            Outcome.SKIPPED, "requester's email unknown: use /kubeflow grant to add people"
+        )
+    member = f"user:{email}"
+    policy = ctx.cloud.get_project_iam_policy(spec.project)
+    wanted = policy.with_members(IAP_ACCESSOR_ROLE, frozenset({member}))
+    if wanted == policy:
+        return StepResult(Outcome.UNCHANGED, f"{email} already has access")
+    ctx.cloud.set_project_iam_policy(spec.project, wanted)
+    return ctx.acted(Outcome.UPDATED, f"grant {email} IAP access")
+
+
+CREATE_STEPS: tuple[Step, ...] = (
+    Step("apis", "Enable the project's APIs", ensure_apis),
+    Step("gpu_zone", "Check the zone offers the GPU", ensure_gpu_zone, ("apis",)),
+    Step("service_accounts", "Service accounts and IAM roles", ensure_service_accounts, ("apis",)),
+    Step("static_ip", "Static IP for the ingress", ensure_static_ip, ("apis",)),
+    Step("cluster", "GKE cluster", ensure_cluster, ("apis", "gpu_zone", "service_accounts")),
+    Step("gpu_pool", "GPU node pool", ensure_gpu_node_pool, ("cluster",)),
+    Step("workload_identity", "Workload Identity bindings", ensure_workload_identity, ("cluster",)),
+    Step("kubeflow", "Kubeflow manifests", ensure_kubeflow, ("cluster", "workload_identity")),
+    Step("iap", "IAP, certificate and DNS name", ensure_iap_ingress, ("kubeflow", "static_ip")),
+    Step("access", "Access for the requester", ensure_requester_access, ("iap",)),
+)
+check_graph(CREATE_STEPS)
