@@ -8,7 +8,7 @@
 #   runtime       the virtualenv, the default policy and a non-root user; no build tools
 #
 # A later stage will render the pinned Kubeflow manifests at build time and point
-# KUBEFLOW_BOT_MANIFESTS at the bundle (SPEC.md, "Running it"); it is not here yet.
+# KUBEFLOW_BOT_MANIFESTS at the bundle; it is not here yet.
 #
 # Nothing is fetched from the network except by pip (PyPI, or the index pip is configured
 # with): no apt, no curl, no ADD of URLs.
@@ -37,7 +37,7 @@ COPY --from=requirements /src/requirements.txt ./
 RUN pip install --no-cache-dir -r requirements.txt
 
 # The source comes after the dependencies, so that editing it reuses the layer above.
-COPY pyproject.toml ./
+COPY pyproject.toml README.md ./
 COPY bot/ bot/
 COPY handlers/ handlers/
 COPY provisioning/ provisioning/

@@ -21,7 +21,9 @@ from bot.console import ConsoleChat, run_console
 from bot.log_notifier import LogNotifier
 from bot.settings import CONSOLE_STORE, Settings
 from bot.wiring import ConfigurationError, build_runtime
+from handlers.chat import Blocks
 from handlers.policy import PolicyError
+from provisioning.records import MessageRef
 
 EXIT_CONFIG = 2
 
@@ -91,12 +93,18 @@ def worker(settings: Settings) -> int:
 
 
 class _NoChat:
-    """The worker process posts nothing itself; handlers are not called there."""
+    """The worker process posts nothing itself: handlers never run there."""
 
-    def post(self, *args: object, **kwargs: object) -> object:
+    def post(
+        self, channel: str, text: str, *, thread_ts: str | None = None, blocks: Blocks | None = None
+    ) -> MessageRef:
         raise RuntimeError("the worker process has no chat")
 
-    update = ephemeral = post
+    def update(self, ref: MessageRef, text: str, *, blocks: Blocks | None = None) -> None:
+        raise RuntimeError("the worker process has no chat")
+
+    def ephemeral(self, channel: str, user: str, text: str) -> None:
+        raise RuntimeError("the worker process has no chat")
 
     def group_members(self, handle: str) -> frozenset[str]:
         return frozenset()

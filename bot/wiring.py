@@ -1,7 +1,7 @@
 """The composition root: builds the store, queue, cloud, handlers and worker once.
 
 Called by the entry points (``cli``) with the settings and a chat adapter (Slack or the
-console).  Choices follow SPEC.md's embedded defaults: the in-process queue unless
+console).  Choices follow the embedded defaults (README): the in-process queue unless
 Pub/Sub names are set, SQLite for state, the dry-run cloud unless ``gcp`` is chosen.
 """
 

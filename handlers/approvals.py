@@ -35,12 +35,24 @@ class Approvals:
         card: in ``thread_ts``'s thread when given, else as a new thread root."""
         d = self._d
         d.store.add(record)
-        root = d.chat.post(
-            record.channel,
-            messages.request_card(record),
-            thread_ts=thread_ts,
-            blocks=cards.pending_card(record),
-        )
+        try:
+            root = d.chat.post(
+                record.channel,
+                messages.request_card(record),
+                thread_ts=thread_ts,
+                blocks=cards.pending_card(record),
+            )
+        except Exception:
+            # Nobody can see or click a request without its card: free the name again.
+            d.store.transition(
+                record.id,
+                expected={State.PENDING},
+                new=State.CANCELLED,
+                actor="kubeflow-bot",
+                at=d.clock(),
+                detail="its card could not be posted",
+            )
+            raise
         refs = [root]
         if d.policy.approvals_channel and d.policy.approvals_channel != record.channel:
             refs.append(
@@ -89,7 +101,7 @@ class Approvals:
         record = self._load(user, channel, request_id)
         if record is None:
             return None
-        refusal = d.authz.may_decide(record, user)
+        refusal = d.authz.may_decide(record, user, approving=True)
         if refusal:
             d.chat.ephemeral(channel, user, refusal)
             return None
@@ -116,7 +128,7 @@ class Approvals:
         record = self._load(user, channel, request_id)
         if record is None:
             return None
-        refusal = d.authz.may_decide(record, user)
+        refusal = d.authz.may_decide(record, user, approving=False)
         if refusal:
             d.chat.ephemeral(channel, user, refusal)
             return None

@@ -64,13 +64,17 @@ class Authz:
             return None
         return messages.NOT_A_REQUESTER
 
-    def may_decide(self, record: RequestRecord, user: str) -> str | None:
-        """Why ``user`` may not approve or deny ``record`` now, or None."""
-        if not self.is_approver(user):
+    def may_decide(self, record: RequestRecord, user: str, *, approving: bool) -> str | None:
+        """Why ``user`` may not approve (or deny) ``record`` now, or None.
+
+        Requesters may always deny, that is withdraw, their own pending request; only
+        approving is held to the approver list and four-eyes."""
+        withdrawing = not approving and record.requester == user
+        if not withdrawing and not self.is_approver(user):
             return messages.not_an_approver(record.id)
         if record.state is not State.PENDING:
             return messages.already_decided(record)
-        if self._policy.four_eyes and record.requester == user:
+        if approving and self._policy.four_eyes and record.requester == user:
             return messages.OWN_REQUEST
         return None
 

@@ -27,7 +27,7 @@ from handlers.grammar import (
 from provisioning import planner
 from provisioning.actions import Action, CreateAction, DeleteAction, GrantAction, RevokeAction
 from provisioning.ids import is_request_id
-from provisioning.records import RequestRecord
+from provisioning.records import HistoryEntry, RequestRecord, State
 from provisioning.store import DeploymentBusy, DuplicateRequest
 
 _ID_ATTEMPTS = 5
@@ -59,7 +59,7 @@ class Commands:
                 rows = [(dep.create, dep.state) for dep in deployments(self._d.store).values()]
                 self._tell(channel, user, messages.deployments_table(rows, now))
             case HelpCommand():
-                self._tell(channel, user, help_text(command.topic))
+                self._tell(channel, user, help_text(command.topic, policy=self._d.policy))
 
     def _tell(self, channel: str, user: str, text: str) -> None:
         self._d.chat.ephemeral(channel, user, text)
@@ -74,6 +74,7 @@ class Commands:
             created_at=now,
             updated_at=now,
             expires_at=now + self._d.policy.approval_ttl,
+            history=(HistoryEntry(at=now, actor=user, event="filed"),),
         )
 
     def _file(
@@ -122,16 +123,24 @@ class Commands:
         if record is not None:
             self._tell(channel, user, messages.filed(record))
 
-    def _find(self, user: str, channel: str, name: str | None) -> Deployment | None:
+    def _find(
+        self, user: str, channel: str, name: str | None, *, failed_too: bool = False
+    ) -> Deployment | None:
+        """The ready deployment ``name`` (or the only one); with ``failed_too`` also one
+        whose create failed, so that its leftovers can be deleted."""
         known = deployments(self._d.store)
-        ready = sorted(n for n, dep in known.items() if dep.ready)
+        ready = sorted(
+            n
+            for n, dep in known.items()
+            if dep.ready or (failed_too and dep.create.state is State.FAILED)
+        )
         if name is None:
             if len(ready) == 1:
                 return known[ready[0]]
             self._tell(channel, user, messages.which_deployment(ready))
             return None
         dep = known.get(name)
-        if dep is None or not dep.ready:
+        if dep is None or name not in ready:
             self._tell(channel, user, messages.no_such_deployment(name, ready))
             return None
         return dep
@@ -159,7 +168,7 @@ class Commands:
             self._tell(channel, user, messages.filed(record))
 
     def _delete(self, user: str, channel: str, command: DeleteCommand) -> None:
-        dep = self._find(user, channel, command.name)
+        dep = self._find(user, channel, command.name, failed_too=True)
         if dep is None:
             return
         refusal = self._d.authz.may_delete(dep.create.requester, user)
@@ -177,7 +186,7 @@ class Commands:
         store = self._d.store
         target = command.target
         if target is None:
-            mine = store.list(requester=user, limit=5)
+            mine = [self._approvals.refresh(r) for r in store.list(requester=user, limit=5)]
             text = "\n\n".join(messages.status_text(r) for r in mine) or messages.no_requests()
             self._tell(channel, user, text)
             return
@@ -188,9 +197,16 @@ class Commands:
                 return
             self._tell(channel, user, messages.status_text(self._approvals.refresh(record)))
             return
+        known = deployments(store)
+        dep = known.get(target)
+        if dep is not None:
+            # The deployment itself (its create request), and a delete under way if any.
+            shown = [dep.create] + ([dep.deleting] if dep.deleting else [])
+            text = "\n\n".join(messages.status_text(self._approvals.refresh(r)) for r in shown)
+            self._tell(channel, user, text)
+            return
         latest = store.list(deployment=target, limit=1)
         if not latest:
-            known = sorted(deployments(store))
-            self._tell(channel, user, messages.no_such_deployment(target, known))
+            self._tell(channel, user, messages.no_such_deployment(target, sorted(known)))
             return
         self._tell(channel, user, messages.status_text(self._approvals.refresh(latest[0])))

@@ -227,7 +227,8 @@ def status_text(record: RequestRecord) -> str:
     ]
     if record.reason:
         lines.append(f"Reason: {record.reason}")
-    done = [s for s in record.steps if s.status in (StepStatus.DONE, StepStatus.PLANNED)]
+    finished = (StepStatus.DONE, StepStatus.PLANNED, StepStatus.SKIPPED)
+    done = [s for s in record.steps if s.status in finished]
     if record.steps:
         lines.append(f"Steps done: {len(done)}/{len(record.steps)}")
         lines.extend(checklist(record).splitlines()[1:])

@@ -46,6 +46,7 @@ class ChatNotifier:
         self._timers: dict[str, threading.Timer] = {}
         # Requests whose final state is drawn; a late timer must not redraw them.
         self._finished: set[str] = set()
+        self._draw_locks: dict[str, threading.Lock] = {}
 
     @staticmethod
     def _has_checklist(record: RequestRecord) -> bool:
@@ -77,17 +78,27 @@ class ChatNotifier:
         if record is not None:
             self._draw(record)
 
-    def _draw(self, record: RequestRecord) -> None:
+    def _draw_lock(self, request_id: str) -> threading.Lock:
         with self._lock:
-            self._last_drawn[record.id] = self._monotonic()
-        text = messages.checklist(record)
-        current = self._store.get(record.id)
-        ref = current.status_message if current else record.status_message
-        if ref is None:
-            ref = self._chat.post(record.channel, text, thread_ts=record.thread_ts)
-            self._store.update(record.id, changes={"status_message": ref}, at=self._clock())
-        else:
-            self._chat.update(ref, text)
+            return self._draw_locks.setdefault(request_id, threading.Lock())
+
+    def _draw(self, record: RequestRecord, *, final: bool = False) -> None:
+        # One drawer at a time per request, from reading the stored message reference to
+        # storing it: otherwise a timer redraw racing the first post posts a second
+        # status message, or lands after the final state and hides it.
+        with self._draw_lock(record.id):
+            with self._lock:
+                if record.id in self._finished and not final:
+                    return
+                self._last_drawn[record.id] = self._monotonic()
+            text = messages.checklist(record)
+            current = self._store.get(record.id)
+            ref = current.status_message if current else record.status_message
+            if ref is None:
+                ref = self._chat.post(record.channel, text, thread_ts=record.thread_ts)
+                self._store.update(record.id, changes={"status_message": ref}, at=self._clock())
+            else:
+                self._chat.update(ref, text)
 
     def _finish(self, record: RequestRecord, reply: str) -> None:
         with self._lock:
@@ -97,9 +108,10 @@ class ChatNotifier:
         if timer is not None:
             timer.cancel()
         if self._has_checklist(record):
-            self._draw(record)
+            self._draw(record, final=True)
         with self._lock:
             self._last_drawn.pop(record.id, None)
+            self._draw_locks.pop(record.id, None)
         self._chat.post(record.channel, reply, thread_ts=record.thread_ts)
 
     def succeeded(self, record: RequestRecord, *, dry_run: bool) -> None:

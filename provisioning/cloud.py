@@ -155,5 +155,8 @@ class Cloud(Protocol):
     def apply_objects(
         self, project: str, zone: str, cluster: str, objects: Sequence[Mapping[str, Any]]
     ) -> ApplySummary: ...
-    def ensure_endpoint(self, project: str, host: str, address_name: str) -> None: ...
-    def delete_endpoint(self, project: str, host: str) -> None: ...
+    def ensure_endpoint(self, project: str, host: str, address_name: str) -> bool:
+        """Point ``host`` at the address; True when something had to change."""
+
+    def delete_endpoint(self, project: str, host: str) -> bool:
+        """Remove the Endpoints service; False when there was none."""

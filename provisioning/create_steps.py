@@ -1,4 +1,4 @@
-"""The ``ensure_*`` steps that build a deployment (SPEC.md, provisioning steps 1-10).
+"""The ``ensure_*`` steps that build a deployment, in the order a person would by hand.
 
 Each observes the real state through ``Cloud``, acts only when something is missing, and
 reports what it did, so running it twice is harmless.  ``CREATE_STEPS`` declares their
@@ -186,7 +186,7 @@ def ensure_cluster(ctx: StepContext) -> StepResult:
         if ctx.cloud.dry_run:
             return StepResult(Outcome.PLANNED, f"create cluster {spec.name} in {spec.zone}")
         return StepResult(Outcome.PENDING, "cluster creation started", CLUSTER_POLL_SECONDS)
-    if info.labels.get("managed-by") not in (None, "kubeflow-bot"):
+    if info.labels.get("managed-by") != "kubeflow-bot":
         raise PermanentError(
             f"a cluster named {spec.name} already exists in {spec.zone} and is not managed "
             "by kubeflow-bot; choose another name"
@@ -278,9 +278,11 @@ def ensure_iap_ingress(ctx: StepContext) -> StepResult:
     summary = ctx.cloud.apply_objects(
         spec.project, spec.zone, spec.name, iap_objects(spec.host, address_name(spec.name))
     )
-    ctx.cloud.ensure_endpoint(spec.project, spec.host, address_name(spec.name))
+    endpoint_changed = ctx.cloud.ensure_endpoint(spec.project, spec.host, address_name(spec.name))
     if summary.waiting_for:
         return StepResult(Outcome.PENDING, f"waiting for {', '.join(summary.waiting_for)}", 30.0)
+    if summary.applied == 0 and not endpoint_changed:
+        return StepResult(Outcome.UNCHANGED, f"IAP ingress at {spec.host} in place")
     return ctx.acted(Outcome.UPDATED, f"IAP ingress at {spec.host}")
 
 
@@ -304,8 +306,15 @@ def ensure_requester_access(ctx: StepContext) -> StepResult:
 CREATE_STEPS: tuple[Step, ...] = (
     Step("apis", "Enable the project's APIs", ensure_apis),
     Step("gpu_zone", "Check the zone offers the GPU", ensure_gpu_zone, ("apis",)),
-    Step("service_accounts", "Service accounts and IAM roles", ensure_service_accounts, ("apis",)),
-    Step("static_ip", "Static IP for the ingress", ensure_static_ip, ("apis",)),
+    # Both wait for the GPU check, so a zone without the GPU creates nothing at all; they
+    # do not wait for the cluster.
+    Step(
+        "service_accounts",
+        "Service accounts and IAM roles",
+        ensure_service_accounts,
+        ("gpu_zone",),
+    ),
+    Step("static_ip", "Static IP for the ingress", ensure_static_ip, ("gpu_zone",)),
     Step("cluster", "GKE cluster", ensure_cluster, ("apis", "gpu_zone", "service_accounts")),
     Step("gpu_pool", "GPU node pool", ensure_gpu_node_pool, ("cluster",)),
     Step("workload_identity", "Workload Identity bindings", ensure_workload_identity, ("cluster",)),

@@ -34,7 +34,9 @@ def ensure_cluster_deleted(ctx: StepContext) -> StepResult:
 
 def ensure_endpoint_deleted(ctx: StepContext) -> StepResult:
     action = _action(ctx)
-    ctx.cloud.delete_endpoint(action.project, endpoint_host(action.deployment, action.project))
+    host = endpoint_host(action.deployment, action.project)
+    if not ctx.cloud.delete_endpoint(action.project, host):
+        return StepResult(Outcome.UNCHANGED, f"no endpoint {host}")
     return ctx.acted(Outcome.DELETED, "endpoint removed")
 
 

@@ -186,11 +186,13 @@ class DryRunCloud:
         )
         return ApplySummary(applied=len(objects))
 
-    def ensure_endpoint(self, project: str, host: str, address_name: str) -> None:
+    def ensure_endpoint(self, project: str, host: str, address_name: str) -> bool:
         self._record(
             f"servicemanagement.services.create serviceName={host} producerProjectId={project}; "
             f"submitConfigSource + rollout pointing at address {address_name}"
         )
+        return True
 
-    def delete_endpoint(self, project: str, host: str) -> None:
+    def delete_endpoint(self, project: str, host: str) -> bool:
         self._record(f"servicemanagement.services.delete serviceName={host}")
+        return True

@@ -3,7 +3,7 @@
 Built by the IAP step (``create_steps.ensure_iap_ingress``) and applied to the new
 cluster: a BackendConfig with IAP on, a ManagedCertificate for the host, and the
 Ingress on the deployment's static IP, routed to Istio's ingress gateway.  Field values
-follow kubeflow-distribution's ``common/iap-ingress`` (gcp-reference.md, section 2).
+follow kubeflow-distribution's ``common/iap-ingress``.
 """
 
 from __future__ import annotations

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from provisioning.actions import Action
 from provisioning.ids import REQUEST_ID_PATTERN, RequestId
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 
 class MessageSchemaError(ValueError):
@@ -46,8 +46,10 @@ def encode(message: QueueMessage) -> bytes:
 def decode(data: bytes) -> QueueMessage:
     try:
         raw = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MessageSchemaError(f"queue message is not JSON: {e}") from e
+    except (ValueError, RecursionError) as e:
+        # ValueError covers bad UTF-8, bad JSON and over-long integers; RecursionError
+        # deeply nested arrays.  Any of them: not a message of ours.
+        raise MessageSchemaError(f"queue message is not JSON: {str(e)[:200]}") from e
     if not isinstance(raw, dict):
         raise MessageSchemaError("queue message is not a JSON object")
     version = raw.get("schema_version")

@@ -46,8 +46,9 @@ class Worker:
         self._clock = clock
         self._manifests = manifests
         self._max_parallel = max_parallel_steps
-        # One delivery of a request at a time in this process; across processes the
-        # RUNNING transition and the queue's ordering keep them apart.
+        # One delivery of a request at a time in this process.  Across processes only
+        # the store's state check stands between two deliveries for now; a lease in the
+        # store is what keeps them apart for good.
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
 
@@ -99,7 +100,7 @@ class Worker:
         ctx = StepContext(
             request_id=record.id,
             requester=record.requester,
-            action=message.action,
+            action=record.action,
             cloud=self._cloud,
             clock=self._clock,
             manifests=self._manifests,
@@ -112,28 +113,33 @@ class Worker:
 
         if result.status is RunStatus.PENDING:
             return Retry(result.retry_after)
-        if result.status is RunStatus.FAILED:
-            reason = f"{result.failed_step}: {result.failure}"
+        try:
+            if result.status is RunStatus.FAILED:
+                reason = f"{result.failed_step}: {result.failure}"
+                record = self._store.transition(
+                    record.id,
+                    expected={State.RUNNING},
+                    new=State.FAILED,
+                    actor=WORKER_ACTOR,
+                    at=self._now(),
+                    detail=reason,
+                    changes={"steps": reports, "reason": reason},
+                )
+                self._notifier.failed(record, reason=reason, will_retry=False)
+                return Ack()
+            url = record.action.spec.url if isinstance(record.action, CreateAction) else None
             record = self._store.transition(
                 record.id,
                 expected={State.RUNNING},
-                new=State.FAILED,
+                new=State.SUCCEEDED,
                 actor=WORKER_ACTOR,
                 at=self._now(),
-                detail=reason,
-                changes={"steps": reports, "reason": reason},
+                changes={"steps": reports, "url": url, "dry_run": self._cloud.dry_run},
             )
-            self._notifier.failed(record, reason=reason, will_retry=False)
+        except TransitionRefused as e:
+            # Cancelled while the steps ran: the cancellation stands, nothing is announced.
+            log.info("request %s became %s while running; acknowledged", record.id, e.current.state)
             return Ack()
-        url = record.action.spec.url if isinstance(record.action, CreateAction) else None
-        record = self._store.transition(
-            record.id,
-            expected={State.RUNNING},
-            new=State.SUCCEEDED,
-            actor=WORKER_ACTOR,
-            at=self._now(),
-            changes={"steps": reports, "url": url, "dry_run": self._cloud.dry_run},
-        )
         self._notifier.succeeded(record, dry_run=self._cloud.dry_run)
         return Ack()
 

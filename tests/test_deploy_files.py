@@ -1,4 +1,4 @@
-"""The deployment files agree with each other, with the project and with SPEC.md.
+"""The deployment files agree with each other and with the project.
 
 Dockerfile, app.yaml and .dockerignore are read here without Docker (no engine runs on
 this machine): the Dockerfile by the small instruction parser below, app.yaml with
@@ -37,7 +37,7 @@ PYPROJECT = ROOT / "pyproject.toml"
 # in the container); the port is not configurable.
 APP_ENGINE_PORT = 8080
 
-# SPEC.md ("Running it") fixes the health check path of `kubeflow-bot serve`. When the app
+# The product contract fixes the health check path of `kubeflow-bot serve`. When the app
 # gets a module-level constant for it, import that here instead of repeating the string.
 HEALTH_PATH = "/healthz"
 
@@ -386,7 +386,7 @@ def test_entrypoint_is_the_projects_console_script(final: Stage, pyproject: dict
 
 
 def test_health_checks_use_the_path_the_app_serves(app_yaml: dict) -> None:
-    """SPEC.md ("Running it") fixes ``/healthz`` as the health path of ``kubeflow-bot serve``.
+    """The product contract fixes ``/healthz`` as the health path of ``kubeflow-bot serve``.
 
     No module exports it as a constant yet; when one does, compare with that instead of
     the string here.

@@ -136,7 +136,7 @@ class MemoryCloud:
         self._objects: dict[ClusterKey, dict[ObjectKey, Mapping[str, Any]]] = {}
         self._endpoints: dict[tuple[str, str], str] = {}
         self._faults: dict[str, _Fault] = {}
-        self._before: dict[str, list[Callable[[], None]]] = {}
+        self._before: dict[str, list[Callable[[], object]]] = {}
 
     # -- Fault injection -----------------------------------------------------------------
 
@@ -151,7 +151,7 @@ class MemoryCloud:
         with self._lock:
             self._faults.clear()
 
-    def before(self, method: str, action: Callable[[], None]) -> None:
+    def before(self, method: str, action: Callable[[], object]) -> None:
         """Run ``action`` once, just before the next call of ``method``."""
         if not hasattr(self, method):
             raise AttributeError(f"MemoryCloud has no method {method}")
@@ -364,9 +364,7 @@ class MemoryCloud:
     def set_project_iam_policy(self, project: str, policy: IamPolicy) -> IamPolicy:
         self._enter("set_project_iam_policy", f"projects/{project} etag={policy.etag}")
         with self._lock:
-            result = self._set_policy(
-                self._project_policy(project), policy, f"projects/{project}"
-            )
+            result = self._set_policy(self._project_policy(project), policy, f"projects/{project}")
             self._mutated("set_project_iam_policy")
             return result
 
@@ -512,17 +510,21 @@ class MemoryCloud:
                 waiting = tuple(f"{k[1]} {k[3]}" for k in list(stored)[:1])
             return ApplySummary(applied=applied, unchanged=unchanged, waiting_for=waiting)
 
-    def ensure_endpoint(self, project: str, host: str, address_name: str) -> None:
+    def ensure_endpoint(self, project: str, host: str, address_name: str) -> bool:
         self._enter("ensure_endpoint", f"{host} -> {address_name}")
         with self._lock:
             if (project, address_name) not in self._addresses:
                 raise PermanentError(f"global address {address_name} not found")
-            if self._endpoints.get((project, host)) != address_name:
-                self._endpoints[(project, host)] = address_name
-                self._mutated("ensure_endpoint")
+            if self._endpoints.get((project, host)) == address_name:
+                return False
+            self._endpoints[(project, host)] = address_name
+            self._mutated("ensure_endpoint")
+            return True
 
-    def delete_endpoint(self, project: str, host: str) -> None:
+    def delete_endpoint(self, project: str, host: str) -> bool:
         self._enter("delete_endpoint", host)
         with self._lock:
-            if self._endpoints.pop((project, host), None) is not None:
-                self._mutated("delete_endpoint")
+            if self._endpoints.pop((project, host), None) is None:
+                return False
+            self._mutated("delete_endpoint")
+            return True

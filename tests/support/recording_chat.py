@@ -64,9 +64,10 @@ class RecordingChat:
     emails: Mapping[str, str] = field(default_factory=dict)
     calls: list[ChatCall] = field(default_factory=list)
     lookups: Counter[str] = field(default_factory=Counter)
-    # Called (outside the lock) with each post before it is recorded: a test can block
-    # or slow one down to open a race window.
+    # Called (outside the lock) with each post or update before it is recorded: a test
+    # can block or slow one down to open a race window.
     before_post: Callable[[ChatCall], None] | None = None
+    before_update: Callable[[ChatCall], None] | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -89,9 +90,7 @@ class RecordingChat:
                 self._failing_posts -= 1
                 raise ChatUnavailable("chat.postMessage failed: service_unavailable")
             ts = f"{1_700_000_000 + next(self._ts)}.000100"
-        call = ChatCall(
-            "post", channel, text, ts=ts, thread_ts=thread_ts, blocks=_frozen(blocks)
-        )
+        call = ChatCall("post", channel, text, ts=ts, thread_ts=thread_ts, blocks=_frozen(blocks))
         if self.before_post is not None:
             self.before_post(call)
         with self._lock:
@@ -105,9 +104,11 @@ class RecordingChat:
             if self._failing_updates:
                 self._failing_updates -= 1
                 raise ChatUnavailable("chat.update failed: service_unavailable")
-            self.calls.append(
-                ChatCall("update", ref.channel, text, ts=ref.ts, blocks=_frozen(blocks))
-            )
+        call = ChatCall("update", ref.channel, text, ts=ref.ts, blocks=_frozen(blocks))
+        if self.before_update is not None:
+            self.before_update(call)
+        with self._lock:
+            self.calls.append(call)
 
     def ephemeral(self, channel: str, user: str, text: str) -> None:
         with self._lock:
@@ -162,17 +163,11 @@ class RecordingChat:
         return [c for c in self.posts() if c.thread_ts == thread_ts]
 
     def updates(self, ref: MessageRef | None = None) -> list[ChatCall]:
-        return [
-            c
-            for c in self.snapshot()
-            if c.kind == "update" and (ref is None or c.ref == ref)
-        ]
+        return [c for c in self.snapshot() if c.kind == "update" and (ref is None or c.ref == ref)]
 
     def ephemerals(self, user: str | None = None) -> list[ChatCall]:
         return [
-            c
-            for c in self.snapshot()
-            if c.kind == "ephemeral" and (user is None or c.user == user)
+            c for c in self.snapshot() if c.kind == "ephemeral" and (user is None or c.user == user)
         ]
 
     def last_ephemeral(self, user: str) -> str:
