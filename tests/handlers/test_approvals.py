@@ -9,7 +9,6 @@ the chat service and the clock are stand-ins.
 from __future__ import annotations
 
 import contextlib
-import copy
 import itertools
 import logging
 import threading
@@ -17,17 +16,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from handlers import action_ids
 from handlers.approvals import STRANDED_AFTER, Approvals
 from handlers.authz import Authz
 from handlers.commands import Commands
 from handlers.deps import Deps
-from handlers.policy import Policy, parse_policy
+from handlers.policy import Policy
 from handlers.progress import ChatNotifier
 from provisioning.dryrun_cloud import DryRunCloud
 from provisioning.ids import RequestId
@@ -38,7 +35,8 @@ from provisioning.records import MessageRef, RequestRecord, State
 from provisioning.sqlite_store import open_store
 from provisioning.store import RequestStore
 from provisioning.worker import Worker
-from tests.support.paths import SAMPLE_POLICY
+from tests.support.clocks import FakeClock, FakeMonotonic
+from tests.support.policies import policy
 from tests.support.recording_chat import WAIT_SECONDS, ChatUnavailable, RecordingChat
 
 START = datetime(2026, 3, 2, 14, 2, 30, tzinfo=UTC)
@@ -48,38 +46,6 @@ APPROVER = "U_APPROVER"
 REQUESTER = "U_ALICE"
 OUTSIDER = "U_MALLORY"
 CREATE_DEMO = "create demo --gpu nvidia-tesla-t4:1"
-
-SAMPLE: dict[str, Any] = yaml.safe_load(SAMPLE_POLICY.read_text(encoding="utf-8"))
-
-
-def policy(**changes: Any) -> Policy:
-    """The sample policy with some top-level keys replaced."""
-    data = copy.deepcopy(SAMPLE)
-    data.update(changes)
-    return parse_policy(data, "test policy")
-
-
-class FakeClock:
-    """The handlers' wall clock: stands still until a test moves it."""
-
-    def __init__(self, now: datetime = START) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-class FakeMonotonic:
-    """Authz's cache clock, in seconds."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class PublishFailsOnce(InProcessQueue):
@@ -149,7 +115,7 @@ def make_bot(tmp_path: Path) -> Iterator[MakeBot]:
         the_policy = the_policy or policy()
         chat = chat or RecordingChat()
         queue = queue or InProcessQueue()
-        clock = FakeClock()
+        clock = FakeClock(START)
         store = open_store(f"sqlite:///{tmp_path / f'requests-{len(built)}.db'}")
         numbers = itertools.count(1)
         authz = (

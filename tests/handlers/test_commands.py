@@ -8,17 +8,14 @@ posted, nothing queued.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from bot.settings import Settings
 from bot.wiring import build_runtime
@@ -27,7 +24,7 @@ from handlers.approvals import Approvals
 from handlers.authz import Authz
 from handlers.commands import Commands
 from handlers.deps import Deps
-from handlers.policy import Policy, parse_policy
+from handlers.policy import Policy
 from handlers.progress import ChatNotifier
 from handlers.usage import USAGE
 from provisioning.actions import DeleteAction, GrantAction, RevokeAction
@@ -40,7 +37,9 @@ from provisioning.records import RequestRecord, State
 from provisioning.sqlite_store import open_store
 from provisioning.store import RequestStore
 from provisioning.worker import Worker
+from tests.support.clocks import FakeClock
 from tests.support.paths import SAMPLE_POLICY
+from tests.support.policies import policy
 from tests.support.recording_chat import WAIT_SECONDS, RecordingChat
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -50,28 +49,6 @@ APPROVER = "U_APPROVER"
 OWNER = "U_ALICE"
 OTHER = "U_BOB"
 DEMO_URL = "https://demo.endpoints.demo-project.cloud.goog/"
-
-SAMPLE: dict[str, Any] = yaml.safe_load(SAMPLE_POLICY.read_text(encoding="utf-8"))
-
-
-def policy(**changes: Any) -> Policy:
-    """The sample policy with some top-level keys replaced."""
-    data = copy.deepcopy(SAMPLE)
-    data.update(changes)
-    return parse_policy(data, "test policy")
-
-
-class FakeClock:
-    """The handlers' and worker's wall clock: stands still until a test moves it."""
-
-    def __init__(self, now: datetime = START) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @dataclass
@@ -136,7 +113,7 @@ def make_bot(tmp_path: Path) -> Iterator[MakeBot]:
         the_policy = the_policy or policy()
         chat = RecordingChat(emails={"alice@example.com": OWNER})
         queue = InProcessQueue()
-        clock = FakeClock()
+        clock = FakeClock(START)
         store = open_store(f"sqlite:///{tmp_path / f'requests-{len(built)}.db'}")
         numbers = itertools.count(1)
         deps = Deps(
@@ -584,7 +561,7 @@ def test_secrets_never_appear_in_chat_or_logs_across_a_whole_flow(
     )
     chat = RecordingChat(emails={"alice@example.com": OWNER})
     caplog.set_level(logging.DEBUG)
-    runtime = build_runtime(settings, chat, chat, clock=FakeClock())
+    runtime = build_runtime(settings, chat, chat, clock=FakeClock(START))
     try:
         runtime.queue.consume(runtime.worker.handle)
         runtime.commands.handle(OWNER, TEAM, "create demo --gpu nvidia-tesla-t4:1 --dry-run")

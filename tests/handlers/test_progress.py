@@ -24,6 +24,7 @@ from provisioning.records import RequestRecord, State, StepReport, StepStatus
 from provisioning.spec import DeploymentSpec, GpuSpec
 from provisioning.sqlite_store import SqliteStore
 from provisioning.worker import Worker
+from tests.support.clocks import FakeMonotonic
 from tests.support.recording_chat import ChatCall, RecordingChat, eventually
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -49,16 +50,6 @@ STEPS = (("apis", "Enable the project's APIs"), ("cluster", "GKE cluster"), ("po
 
 def clock() -> datetime:
     return START
-
-
-class FakeMonotonic:
-    """The throttle's clock, in seconds: stands still until a test moves it."""
-
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

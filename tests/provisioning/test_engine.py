@@ -29,6 +29,7 @@ from provisioning.engine import (
 )
 from provisioning.errors import PermanentError, TemporaryError
 from provisioning.records import StepReport, StepStatus
+from tests.support.clocks import FakeMonotonic
 from tests.support.memory_cloud import MemoryCloud
 
 WAIT = 5.0  # seconds: the bound on every wait for something that should happen
@@ -83,22 +84,6 @@ def run(
     return run_steps(
         steps, ctx or context(), reports or {}, on_change, monotonic=monotonic or time.monotonic
     )
-
-
-class FakeMonotonic:
-    """Monotonic seconds that move only when a step says so."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
 
 
 # -- Order and concurrency -----------------------------------------------------------------
