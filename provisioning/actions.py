@@ -24,24 +24,25 @@ class CreateAction(BaseModel):
     requester_email: Email | None = None
 
 
-class GrantAction(BaseModel):
+class _AccessAction(BaseModel):
+    """One person's IAP access to one deployment's project."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    email: Email
+    deployment: DeploymentName
+    project: ProjectId
+
+
+class GrantAction(_AccessAction):
     """Give ``user:EMAIL`` the IAP accessor role on the deployment's project."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     kind: Literal["grant"] = "grant"
-    email: Email
-    deployment: DeploymentName
-    project: ProjectId
 
 
-class RevokeAction(BaseModel):
+class RevokeAction(_AccessAction):
     """Remove exactly the ``user:EMAIL`` member from the IAP accessor binding."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     kind: Literal["revoke"] = "revoke"
-    email: Email
-    deployment: DeploymentName
-    project: ProjectId
 
 
 class DeleteAction(BaseModel):
