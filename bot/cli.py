@@ -16,16 +16,21 @@ import threading
 from collections.abc import Sequence
 
 from pydantic import ValidationError
+from slack_bolt import App
+from slack_bolt.adapter.socket_mode import SocketModeHandler
 
 from bot.console import ConsoleChat, run_console
+from bot.http_server import EVENTS_PATH, make_server
 from bot.log_notifier import LogNotifier
 from bot.settings import CONSOLE_STORE, Settings
-from bot.wiring import ConfigurationError, build_runtime
+from bot.slack_chat import SlackChat, SlackDirectory, web_client
+from bot.wiring import ConfigurationError, build_runtime, build_slack
 from handlers.chat import Blocks
 from handlers.policy import PolicyError
 from provisioning.records import MessageRef
 
 EXIT_CONFIG = 2
+log = logging.getLogger("kubeflow-bot")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,20 +61,55 @@ def console(settings: Settings) -> int:
     return run_console(runtime, chat, sys.stdin, sys.stdout)
 
 
+def _stop_on_signals(stop: threading.Event) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+
+
 def serve(settings: Settings) -> int:
-    if not settings.slack_configured and settings.slack_app_token is None:
+    if settings.slack_bot_token is None or (
+        settings.slack_signing_secret is None and settings.slack_app_token is None
+    ):
         print(
             "kubeflow-bot serve needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET "
             "(or SLACK_APP_TOKEN for Socket Mode); `kubeflow-bot console` runs without them.",
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    print(
-        "kubeflow-bot serve: serving Slack is not built in this version yet; "
-        "`kubeflow-bot console` runs the same bot in the terminal.",
-        file=sys.stderr,
-    )
-    return EXIT_CONFIG
+    slack = build_slack(settings)
+    slack.start()
+    try:
+        if settings.slack_app_token is not None:
+            _serve_socket_mode(slack.app, settings.slack_app_token.get_secret_value())
+        else:
+            _serve_http(slack.app, settings)
+    finally:
+        slack.close()
+    return 0
+
+
+def _serve_http(app: App, settings: Settings) -> None:
+    server = make_server(app, settings.host, settings.port, threads=settings.http_threads)
+
+    def stop(*_: object) -> None:
+        # waitress leaves its loop on SystemExit and shuts its thread pool down.
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("serving Slack on http://%s:%d%s", settings.host, settings.port, EVENTS_PATH)
+    server.run()
+    log.info("stopped serving")
+
+
+def _serve_socket_mode(app: App, app_token: str) -> None:
+    handler = SocketModeHandler(app, app_token)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    handler.connect()
+    log.info("connected to Slack in Socket Mode")
+    stop.wait()
+    handler.close()
 
 
 def worker(settings: Settings) -> int:
@@ -80,14 +120,19 @@ def worker(settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    # Progress goes to the log until the Slack notifier is configured for the worker.
-    runtime = build_runtime(settings, _NoChat(), _NoChat(), notifier=LogNotifier())
+    if settings.slack_bot_token is not None:
+        # Progress goes to each request's Slack thread.
+        client = web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
+        runtime = build_runtime(settings, SlackChat(client), SlackDirectory(client))
+    else:
+        # No chat configured for the worker: progress goes to the log.
+        runtime = build_runtime(settings, _NoChat(), _NoChat(), notifier=LogNotifier())
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    _stop_on_signals(stop)
     runtime.queue.consume(runtime.worker.handle)
-    logging.getLogger(__name__).info("worker consuming %s", settings.pubsub_subscription)
+    log.info("worker consuming %s", settings.pubsub_subscription)
     stop.wait()
+    # Stop pulling; what is in hand finishes or, unacknowledged, is redelivered.
     runtime.close()
     return 0
 

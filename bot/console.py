@@ -34,8 +34,9 @@ _AS_USER = re.compile(r"^as\s+([A-Za-z0-9_]+)\s+(.*)$", re.DOTALL)
 
 
 def plain(text: str) -> str:
-    """Slack mrkdwn as terminal text: mentions become @USER."""
-    return _MENTION.sub(r"@\1", text)
+    """Slack mrkdwn as terminal text: mentions become @USER, escapes are undone."""
+    text = _MENTION.sub(r"@\1", text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 class ConsoleChat:

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     pubsub_emulator_host: str | None = None
 
     port: int = Field(8080, ge=1, le=65535)
+    # All interfaces by default, as App Engine and containers need; tests bind loopback.
+    host: str = Field("0.0.0.0", alias="KUBEFLOW_BOT_HOST")  # noqa: S104
+    http_threads: int = Field(16, ge=1, le=256, alias="KUBEFLOW_BOT_HTTP_THREADS")
+    background_threads: int = Field(16, ge=1, le=256, alias="KUBEFLOW_BOT_BACKGROUND_THREADS")
     log_level: str = Field("INFO", alias="KUBEFLOW_BOT_LOG_LEVEL")
 
     @property

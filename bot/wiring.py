@@ -17,15 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from slack_bolt import App
+from slack_sdk import WebClient
 
+from bot.background import BackgroundPool
 from bot.settings import DEFAULT_STORE, Settings
+from bot.slack_app import build_bolt_app
+from bot.slack_chat import SlackChat, SlackDirectory, web_client
+from bot.sweeper import Sweeper
 from handlers.approvals import Approvals
 from handlers.authz import Authz
 from handlers.chat import Chat, Directory
 from handlers.commands import Commands
 from handlers.deps import Deps
+from handlers.listener_deps import ListenerDeps
 from handlers.policy import Policy, load_policy
 from handlers.progress import ChatNotifier
+from handlers.replays import ReplayGuard
 from provisioning.cloud import Cloud
 from provisioning.dryrun_cloud import DryRunCloud
 from provisioning.ids import new_request_id
@@ -57,6 +65,7 @@ class Runtime:
     cloud: Cloud
     approvals: Approvals
     commands: Commands
+    authz: Authz
     worker: Worker
 
     def close(self) -> None:
@@ -142,5 +151,59 @@ def build_runtime(
         cloud=cloud,
         approvals=approvals,
         commands=Commands(deps, approvals),
+        authz=deps.authz,
         worker=worker,
     )
+
+
+@dataclass
+class SlackRuntime:
+    """The Slack app and what it stands on; ``close`` in reverse order of building."""
+
+    runtime: Runtime
+    client: WebClient
+    app: App
+    background: BackgroundPool
+    sweeper: Sweeper
+
+    @property
+    def in_process_worker(self) -> bool:
+        return isinstance(self.runtime.queue, InProcessQueue)
+
+    def start(self) -> None:
+        if self.in_process_worker:
+            # Embedded defaults: the worker lives here, so one process is a whole bot.
+            self.runtime.queue.consume(self.runtime.worker.handle)
+        self.sweeper.start()
+
+    def close(self) -> None:
+        self.sweeper.stop()
+        self.background.close()
+        self.runtime.close()
+
+
+def build_slack(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> SlackRuntime:
+    token = settings.slack_bot_token
+    secret = settings.slack_signing_secret
+    if token is None or (secret is None and settings.slack_app_token is None):
+        raise ConfigurationError(
+            "set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN for Socket Mode)"
+        )
+    client = web_client(token.get_secret_value(), settings.slack_api_url)
+    chat = SlackChat(client)
+    runtime = build_runtime(settings, chat, SlackDirectory(client), clock=clock)
+    background = BackgroundPool(workers=settings.background_threads)
+    deps = ListenerDeps(
+        commands=runtime.commands,
+        approvals=runtime.approvals,
+        authz=runtime.authz,
+        store=runtime.store,
+        chat=chat,
+        background=background,
+        replays=ReplayGuard(),
+    )
+    # Socket Mode connections are authenticated by the app token; Bolt skips signature
+    # checks there, but it still wants a secret to be constructed.
+    signing = secret.get_secret_value() if secret is not None else "socket-mode"
+    app = build_bolt_app(client, signing, deps)
+    return SlackRuntime(runtime, client, app, background, Sweeper(runtime.approvals))

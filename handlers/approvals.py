@@ -123,6 +123,20 @@ class Approvals:
         self._reply(record, messages.approved_reply(record))
         return self._enqueue(record)
 
+    def check_deny(self, user: str, channel: str, request_id: str) -> RequestRecord | None:
+        """The record ``user`` may deny now, or None after telling them why not.
+
+        The Deny button asks this before opening the reason dialog, so nobody types a
+        reason only to be refused."""
+        record = self._load(user, channel, request_id)
+        if record is None:
+            return None
+        refusal = self._d.authz.may_decide(record, user, approving=False)
+        if refusal:
+            self._d.chat.ephemeral(channel, user, refusal)
+            return None
+        return record
+
     def deny(self, user: str, channel: str, request_id: str, reason: str) -> RequestRecord | None:
         d = self._d
         record = self._load(user, channel, request_id)

@@ -53,3 +53,29 @@ def pending_card(record: RequestRecord) -> list[dict[str, Any]]:
 
 def decided_card(record: RequestRecord) -> list[dict[str, Any]]:
     return [_section(messages.card_decided(record))]
+
+
+def deny_modal(request_id: str, channel: str) -> dict[str, Any]:
+    """The dialog the Deny button opens: one required reason, posted to the thread."""
+    return {
+        "type": "modal",
+        "callback_id": action_ids.DENY_MODAL,
+        "private_metadata": f"{request_id} {channel}",
+        "title": {"type": "plain_text", "text": "Deny request"},
+        "submit": {"type": "plain_text", "text": "Deny"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": action_ids.DENY_REASON_BLOCK,
+                "label": {"type": "plain_text", "text": f"Why deny {request_id}?"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": action_ids.DENY_REASON_INPUT,
+                    "multiline": True,
+                    "min_length": 1,
+                    "max_length": 500,
+                },
+            }
+        ],
+    }

@@ -25,6 +25,12 @@ def mention(user: str) -> str:
     return f"<@{user}>"
 
 
+def escape(text: str) -> str:
+    """Free text a person typed, made inert in Slack mrkdwn: no ``<!channel>`` pings,
+    no links, no fake mentions."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def hhmm(at: datetime) -> str:
     return at.strftime("%H:%M UTC")
 
@@ -122,7 +128,7 @@ def card_decided(record: RequestRecord) -> str:
     at = hhmm(record.decided_at) if record.decided_at else ""
     by = mention(record.decided_by) if record.decided_by else "nobody"
     if record.state is State.DENIED:
-        return f"{head}\nDenied by {by} at {at}: {record.reason}"
+        return f"{head}\nDenied by {by} at {at}: {escape(record.reason)}"
     if record.state is State.EXPIRED:
         return f"{head}\nExpired at {at}: nobody decided in time."
     return f"{head}\nApproved by {by} at {at}."
@@ -147,7 +153,7 @@ def approved_directly(record: RequestRecord) -> str:
 def denied_reply(record: RequestRecord) -> str:
     return (
         f"{mention(record.requester)}, `{record.id}` was denied by "
-        f"{mention(record.decided_by or '?')}: {record.reason}"
+        f"{mention(record.decided_by or '?')}: {escape(record.reason)}"
     )
 
 
@@ -226,7 +232,7 @@ def status_text(record: RequestRecord) -> str:
         describe_action(record),
     ]
     if record.reason:
-        lines.append(f"Reason: {record.reason}")
+        lines.append(f"Reason: {escape(record.reason)}")
     finished = (StepStatus.DONE, StepStatus.PLANNED, StepStatus.SKIPPED)
     done = [s for s in record.steps if s.status in finished]
     if record.steps:

@@ -1,0 +1,146 @@
+"""Slack's Web API behind the handlers' ``Chat`` and ``Directory`` protocols.
+
+Built by the composition root for ``serve`` and for a ``worker`` that has a bot token.
+The ``WebClient`` it wraps retries connection errors, 5xx answers and 429s (after the
+``Retry-After`` Slack sends), so a burst of progress updates slows down instead of
+failing.  Slack errors are logged by method and error code only: never the token.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+from handlers.chat import Blocks
+from provisioning.records import MessageRef
+
+log = logging.getLogger(__name__)
+
+RATE_LIMIT_RETRIES = 3
+DIRECTORY_CACHE_SECONDS = 300.0
+
+
+def web_client(token: str, base_url: str, *, timeout: int = 10) -> WebClient:
+    """A WebClient on ``base_url`` (``SLACK_API_URL``) that retries what is worth it."""
+    client = WebClient(token=token, base_url=base_url, timeout=timeout)
+    client.retry_handlers = [
+        ConnectionErrorRetryHandler(max_retry_count=2),
+        ServerErrorRetryHandler(max_retry_count=2),
+        RateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+    ]
+    return client
+
+
+class SlackChat:
+    """``Chat`` over the Web API: messages, in-place updates, ephemeral replies."""
+
+    def __init__(self, client: WebClient) -> None:
+        self._client = client
+
+    def post(
+        self, channel: str, text: str, *, thread_ts: str | None = None, blocks: Blocks | None = None
+    ) -> MessageRef:
+        response = self._client.chat_postMessage(
+            channel=channel,
+            text=text,
+            thread_ts=thread_ts,
+            blocks=list(blocks) if blocks is not None else None,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+        return MessageRef(channel=str(response["channel"]), ts=str(response["ts"]))
+
+    def update(self, ref: MessageRef, text: str, *, blocks: Blocks | None = None) -> None:
+        self._client.chat_update(
+            channel=ref.channel,
+            ts=ref.ts,
+            text=text,
+            # An empty list removes the card's buttons; None would keep them.
+            blocks=list(blocks) if blocks is not None else [],
+        )
+
+    def ephemeral(self, channel: str, user: str, text: str) -> None:
+        self._client.chat_postEphemeral(channel=channel, user=user, text=text)
+
+
+class SlackDirectory:
+    """``Directory`` over the Web API, with answers cached for a few minutes."""
+
+    def __init__(
+        self,
+        client: WebClient,
+        *,
+        cache_seconds: float = DIRECTORY_CACHE_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._ttl = cache_seconds
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str], tuple[float, object]] = {}
+
+    def _cached(self, key: tuple[str, str], load: Callable[[], object]) -> object:
+        now = self._monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit and now - hit[0] < self._ttl:
+                return hit[1]
+        value = load()
+        with self._lock:
+            self._cache[key] = (now, value)
+        return value
+
+    def _group_ids(self) -> dict[str, str]:
+        response = self._client.usergroups_list()
+        groups: list[dict[str, object]] = response.get("usergroups", [])
+        return {str(group["handle"]): str(group["id"]) for group in groups}
+
+    def group_members(self, handle: str) -> frozenset[str]:
+        def load() -> frozenset[str]:
+            group_id = self._group_ids().get(handle)
+            if group_id is None:
+                log.warning("user group @%s named in the policy does not exist", handle)
+                return frozenset()
+            response = self._client.usergroups_users_list(usergroup=group_id)
+            users: list[str] = response.get("users", [])
+            return frozenset(str(user) for user in users)
+
+        members = self._cached(("group", handle), load)
+        assert isinstance(members, frozenset)
+        return members
+
+    def user_for_email(self, email: str) -> str | None:
+        def load() -> str | None:
+            try:
+                response = self._client.users_lookupByEmail(email=email)
+            except SlackApiError as e:
+                if e.response.get("error") == "users_not_found":
+                    return None
+                raise
+            return str(response["user"]["id"])
+
+        found = self._cached(("email", email), load)
+        return found if isinstance(found, str) else None
+
+    def email_of(self, user: str) -> str | None:
+        def load() -> str | None:
+            try:
+                response = self._client.users_info(user=user)
+            except SlackApiError as e:
+                log.warning("users.info for %s failed: %s", user, e.response.get("error"))
+                return None
+            email = response["user"].get("profile", {}).get("email")
+            return str(email) if email else None
+
+        found = self._cached(("user", user), load)
+        return found if isinstance(found, str) else None
