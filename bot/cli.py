@@ -53,6 +53,10 @@ def _configure_logging(level: str, *, quiet: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Bolt logs request bodies at INFO and DEBUG (a rejected signature, for one); they
+    # carry user text and Slack's legacy verification token, so they stay out of logs.
+    logging.getLogger("slack_bolt").setLevel(logging.WARNING)
+    logging.getLogger("slack_sdk").setLevel(logging.WARNING)
 
 
 def console(settings: Settings) -> int:

@@ -25,15 +25,27 @@ log = logging.getLogger(__name__)
 LISTENER_THREADS = 4
 
 
+class _NoTokenWarning(logging.Filter):
+    """Bolt warns that ``SLACK_BOT_TOKEN`` "will be unused" when a client is given too;
+    it is the same token, read once by our settings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will be unused" not in record.getMessage()
+
+
 def build_bolt_app(client: WebClient, signing_secret: str, deps: ListenerDeps) -> App:
+    bolt_log = logging.getLogger("slack_bolt.App")
+    bolt_log.addFilter(_NoTokenWarning())
     app = App(
         client=client,
         signing_secret=signing_secret,
         process_before_response=True,
+        # The composition root has checked the token already (and says why it fails).
+        token_verification_enabled=False,
         listener_executor=ThreadPoolExecutor(
             max_workers=LISTENER_THREADS, thread_name_prefix="bolt-listener"
         ),
-        logger=logging.getLogger("slack_bolt"),
+        logger=bolt_log,
     )
 
     @app.error

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -21,7 +22,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from handlers.chat import Blocks
+from handlers.chat import Blocks, ChatError
 from provisioning.records import MessageRef
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,22 @@ def web_client(token: str, base_url: str, *, timeout: int = 10) -> WebClient:
     return client
 
 
+@contextmanager
+def _translated(method: str) -> Iterator[None]:
+    """Slack's refusals, and a Slack out of reach after the retries, as ``ChatError``."""
+    try:
+        yield
+    except SlackApiError as e:
+        code = str(e.response.get("error") or f"HTTP {e.response.status_code}")
+        raise ChatError(method, code) from e
+    except OSError as e:
+        raise ChatError(method, "slack_unreachable") from e
+
+
 class SlackChat:
-    """``Chat`` over the Web API: messages, in-place updates, ephemeral replies."""
+    """``Chat`` over the Web API: messages, in-place updates, ephemeral replies.
+
+    Slack's refusals become ``ChatError`` (method and Slack's error code only)."""
 
     def __init__(self, client: WebClient) -> None:
         self._client = client
@@ -50,27 +65,30 @@ class SlackChat:
     def post(
         self, channel: str, text: str, *, thread_ts: str | None = None, blocks: Blocks | None = None
     ) -> MessageRef:
-        response = self._client.chat_postMessage(
-            channel=channel,
-            text=text,
-            thread_ts=thread_ts,
-            blocks=list(blocks) if blocks is not None else None,
-            unfurl_links=False,
-            unfurl_media=False,
-        )
+        with _translated("chat.postMessage"):
+            response = self._client.chat_postMessage(
+                channel=channel,
+                text=text,
+                thread_ts=thread_ts,
+                blocks=list(blocks) if blocks is not None else None,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
         return MessageRef(channel=str(response["channel"]), ts=str(response["ts"]))
 
     def update(self, ref: MessageRef, text: str, *, blocks: Blocks | None = None) -> None:
-        self._client.chat_update(
-            channel=ref.channel,
-            ts=ref.ts,
-            text=text,
-            # An empty list removes the card's buttons; None would keep them.
-            blocks=list(blocks) if blocks is not None else [],
-        )
+        with _translated("chat.update"):
+            self._client.chat_update(
+                channel=ref.channel,
+                ts=ref.ts,
+                text=text,
+                # An empty list removes the card's buttons; None would keep them.
+                blocks=list(blocks) if blocks is not None else [],
+            )
 
     def ephemeral(self, channel: str, user: str, text: str) -> None:
-        self._client.chat_postEphemeral(channel=channel, user=user, text=text)
+        with _translated("chat.postEphemeral"):
+            self._client.chat_postEphemeral(channel=channel, user=user, text=text)
 
 
 class SlackDirectory:
@@ -90,12 +108,19 @@ class SlackDirectory:
         self._cache: dict[tuple[str, str], tuple[float, object]] = {}
 
     def _cached(self, key: tuple[str, str], load: Callable[[], object]) -> object:
+        """``load()``'s answer, kept for the TTL.  A Slack error is logged and read as
+        "nobody" (no approver found, no email) without being kept, so the next look-up
+        tries again rather than a click going unanswered."""
         now = self._monotonic()
         with self._lock:
             hit = self._cache.get(key)
             if hit and now - hit[0] < self._ttl:
                 return hit[1]
-        value = load()
+        try:
+            value = load()
+        except SlackApiError as e:
+            log.warning("directory look-up %s failed: %s", key[0], e.response.get("error"))
+            return None
         with self._lock:
             self._cache[key] = (now, value)
         return value
@@ -116,8 +141,7 @@ class SlackDirectory:
             return frozenset(str(user) for user in users)
 
         members = self._cached(("group", handle), load)
-        assert isinstance(members, frozenset)
-        return members
+        return members if isinstance(members, frozenset) else frozenset()
 
     def user_for_email(self, email: str) -> str | None:
         def load() -> str | None:
@@ -134,11 +158,7 @@ class SlackDirectory:
 
     def email_of(self, user: str) -> str | None:
         def load() -> str | None:
-            try:
-                response = self._client.users_info(user=user)
-            except SlackApiError as e:
-                log.warning("users.info for %s failed: %s", user, e.response.get("error"))
-                return None
+            response = self._client.users_info(user=user)
             email = response["user"].get("profile", {}).get("email")
             return str(email) if email else None
 

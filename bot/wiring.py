@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from slack_bolt import App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from bot.background import BackgroundPool
 from bot.settings import DEFAULT_STORE, Settings
@@ -182,6 +183,19 @@ class SlackRuntime:
         self.runtime.close()
 
 
+def check_token(client: WebClient, api_url: str) -> None:
+    """Fail at start-up, with the reason and without a traceback, when Slack will not
+    take the bot token or cannot be reached; never with the token in the message."""
+    try:
+        client.auth_test()
+    except SlackApiError as e:
+        raise ConfigurationError(
+            f"Slack did not accept SLACK_BOT_TOKEN ({e.response.get('error')})"
+        ) from e
+    except OSError as e:
+        raise ConfigurationError(f"cannot reach the Slack API at {api_url}: {e}") from e
+
+
 def build_slack(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> SlackRuntime:
     token = settings.slack_bot_token
     secret = settings.slack_signing_secret
@@ -190,6 +204,7 @@ def build_slack(settings: Settings, *, clock: Callable[[], datetime] = utc_now) 
             "set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN for Socket Mode)"
         )
     client = web_client(token.get_secret_value(), settings.slack_api_url)
+    check_token(client, settings.slack_api_url)
     chat = SlackChat(client)
     runtime = build_runtime(settings, chat, SlackDirectory(client), clock=clock)
     background = BackgroundPool(workers=settings.background_threads)

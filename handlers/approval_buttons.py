@@ -14,8 +14,9 @@ from typing import Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
-from handlers import action_ids, cards
+from handlers import action_ids, cards, messages
 from handlers.listener_deps import ListenerDeps
 
 NEED_A_REASON = "Say why the request is denied."
@@ -47,8 +48,14 @@ def register(app: App, deps: ListenerDeps) -> None:
         user, channel, request_id = _clicked(body)
 
         def ask_for_reason() -> None:
-            if deps.approvals.check_deny(user, channel, request_id) is not None:
+            if deps.approvals.check_deny(user, channel, request_id) is None:
+                return
+            try:
                 client.views_open(trigger_id=trigger_id, view=cards.deny_modal(request_id, channel))
+            except SlackApiError:
+                # An expired trigger (a slow moment) or a Slack hiccup: say so, not nothing.
+                deps.chat.ephemeral(channel, user, messages.DIALOG_FAILED)
+                raise
 
         deps.background(ask_for_reason)
 

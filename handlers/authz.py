@@ -43,15 +43,22 @@ class Authz:
             if hit and now - hit[0] < self._ttl:
                 return hit[1]
         users = set(people.users)
+        complete = True
         for handle in people.groups:
-            users |= self._directory.group_members(handle.lstrip("@"))
+            members = self._directory.group_members(handle.lstrip("@"))
+            complete &= bool(members)
+            users |= members
         for email in people.emails:
             user = self._directory.user_for_email(email)
+            complete &= user is not None
             if user:
                 users.add(user)
         resolved = frozenset(users)
-        with self._lock:
-            self._cache[key] = (now, resolved)
+        # An empty group or an unknown email may be a look-up that failed for a moment:
+        # only a complete answer is kept, so an approver is not refused for minutes.
+        if complete:
+            with self._lock:
+                self._cache[key] = (now, resolved)
         return resolved
 
     def is_approver(self, user: str) -> bool:
@@ -67,10 +74,9 @@ class Authz:
     def may_decide(self, record: RequestRecord, user: str, *, approving: bool) -> str | None:
         """Why ``user`` may not approve (or deny) ``record`` now, or None.
 
-        Requesters may always deny, that is withdraw, their own pending request; only
-        approving is held to the approver list and four-eyes."""
-        withdrawing = not approving and record.requester == user
-        if not withdrawing and not self.is_approver(user):
+        Only approvers decide; four-eyes keeps them from approving, not from denying,
+        their own request."""
+        if not self.is_approver(user):
             return messages.not_an_approver(record.id)
         if record.state is not State.PENDING:
             return messages.already_decided(record)

@@ -15,6 +15,18 @@ from provisioning.records import MessageRef
 Blocks = Sequence[dict[str, Any]]
 
 
+class ChatError(Exception):
+    """The chat service refused a call; ``code`` is its reason (``not_in_channel``...).
+
+    Adapters translate their library's errors into this, so handlers can answer
+    without knowing which chat they talk to."""
+
+    def __init__(self, method: str, code: str) -> None:
+        super().__init__(f"{method} failed: {code}")
+        self.method = method
+        self.code = code
+
+
 class Chat(Protocol):
     def post(
         self, channel: str, text: str, *, thread_ts: str | None = None, blocks: Blocks | None = None

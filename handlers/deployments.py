@@ -42,8 +42,16 @@ class Deployment:
 
 def deployments(store: RequestStore) -> dict[str, Deployment]:
     """Deployments by name: created (or being created) and not deleted since."""
+    return _fold(store.list(limit=_SCAN_LIMIT))
+
+
+def deployment(store: RequestStore, name: str) -> Deployment | None:
+    """The deployment ``name``, from its own records only (an indexed look-up)."""
+    return _fold(store.list(deployment=name, limit=_SCAN_LIMIT)).get(name)
+
+
+def _fold(records: list[RequestRecord]) -> dict[str, Deployment]:
     found: dict[str, Deployment] = {}
-    records = store.list(limit=_SCAN_LIMIT)
     for record in sorted(records, key=lambda r: (r.created_at, r.id)):
         if isinstance(record.action, CreateAction) and record.state in _WORDS:
             word = _WORDS[record.state]

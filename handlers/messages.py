@@ -35,6 +35,18 @@ def hhmm(at: datetime) -> str:
     return at.strftime("%H:%M UTC")
 
 
+def card_not_posted(code: str) -> str:
+    hint = (
+        " Invite the bot first: `/invite @kubeflow-bot`."
+        if code in ("not_in_channel", "channel_not_found")
+        else ""
+    )
+    return f"Could not post the request card here ({code}); nothing was filed.{hint}"
+
+
+DIALOG_FAILED = "Could not open the reason dialog; click Deny again."
+
+
 def no_such_request(request_id: str) -> str:
     return f"No such request `{request_id}`."
 

@@ -1,16 +1,17 @@
 """The ``/kubeflow`` slash-command listener.
 
-``bot`` calls ``register`` once on the Bolt app.  The listener acknowledges at once and
-hands the command to the background pool: parsing, policy checks, the store and the
-replies (ephemeral answers, the request card) all happen there, so Slack gets its
-answer in milliseconds whatever the command does.
+``bot`` calls ``register`` once on the Bolt app.  A malformed command and ``help`` are
+answered in the acknowledgement itself: Slack shows that text
+to the user alone, and no API call is made.  Any other command is acknowledged at once
+and handed to the background pool, which answers through the command's
+``response_url`` (it works in any channel, private ones and DMs included).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, Respond
 
 from handlers.listener_deps import ListenerDeps
 
@@ -19,11 +20,19 @@ COMMAND = "/kubeflow"
 
 def register(app: App, deps: ListenerDeps) -> None:
     @app.command(COMMAND)
-    def on_kubeflow(ack: Ack, command: dict[str, Any]) -> None:
-        ack()
-        if not deps.replays.first_time(command.get("trigger_id")):
-            return
+    def on_kubeflow(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         user = str(command["user_id"])
         channel = str(command["channel_id"])
         text = str(command.get("text") or "")
-        deps.background(lambda: deps.commands.handle(user, channel, text))
+        quick = deps.commands.quick_answer(text)
+        if quick is not None:
+            ack(text=quick)
+            return
+        ack()
+        if not deps.replays.first_time(command.get("trigger_id")):
+            return
+
+        def reply(said: str) -> None:
+            respond(text=said, response_type="ephemeral")
+
+        deps.background(lambda: deps.commands.handle(user, channel, text, reply=reply))

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from handlers.chat import ChatError
 from provisioning.records import MessageRef
 
 Kind = Literal["post", "update", "ephemeral"]
@@ -28,8 +29,8 @@ T = TypeVar("T")
 WAIT_SECONDS = 5.0  # the bound on every wait for a background thread
 
 
-class ChatUnavailable(RuntimeError):
-    """What the recording chat raises when told to fail (as a Slack API error would)."""
+class ChatUnavailable(ChatError):
+    """What the recording chat raises when told to fail, as the Slack adapter would."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class RecordingChat:
         with self._lock:
             if self._failing_posts:
                 self._failing_posts -= 1
-                raise ChatUnavailable("chat.postMessage failed: service_unavailable")
+                raise ChatUnavailable("chat.postMessage", "service_unavailable")
             ts = f"{1_700_000_000 + next(self._ts)}.000100"
         call = ChatCall("post", channel, text, ts=ts, thread_ts=thread_ts, blocks=_frozen(blocks))
         if self.before_post is not None:
@@ -103,7 +104,7 @@ class RecordingChat:
         with self._lock:
             if self._failing_updates:
                 self._failing_updates -= 1
-                raise ChatUnavailable("chat.update failed: service_unavailable")
+                raise ChatUnavailable("chat.update", "service_unavailable")
         call = ChatCall("update", ref.channel, text, ts=ref.ts, blocks=_frozen(blocks))
         if self.before_update is not None:
             self.before_update(call)
