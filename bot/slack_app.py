@@ -40,8 +40,9 @@ def build_bolt_app(client: WebClient, signing_secret: str, deps: ListenerDeps) -
         client=client,
         signing_secret=signing_secret,
         process_before_response=True,
-        # The composition root has checked the token already (and says why it fails).
-        token_verification_enabled=False,
+        # Bolt's own auth.test here primes its authorization middleware; without it the
+        # first requests to arrive would each call auth.test before they could be acked.
+        token_verification_enabled=True,
         listener_executor=ThreadPoolExecutor(
             max_workers=LISTENER_THREADS, thread_name_prefix="bolt-listener"
         ),

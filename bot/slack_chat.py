@@ -158,7 +158,12 @@ class SlackDirectory:
 
     def email_of(self, user: str) -> str | None:
         def load() -> str | None:
-            response = self._client.users_info(user=user)
+            try:
+                response = self._client.users_info(user=user)
+            except SlackApiError as e:
+                if e.response.get("error") == "user_not_found":
+                    return None  # a definite answer: kept like any other
+                raise
             email = response["user"].get("profile", {}).get("email")
             return str(email) if email else None
 
