@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_sdk.errors import SlackApiError
 
 from bot.console import ConsoleChat, run_console
 from bot.http_server import EVENTS_PATH, make_server
@@ -110,7 +111,13 @@ def _serve_socket_mode(app: App, app_token: str) -> None:
     handler = SocketModeHandler(app, app_token)
     stop = threading.Event()
     _stop_on_signals(stop)
-    handler.connect()
+    try:
+        handler.connect()
+    except SlackApiError as e:
+        raise ConfigurationError(
+            f"Slack did not open a Socket Mode connection for SLACK_APP_TOKEN "
+            f"({e.response.get('error')})"
+        ) from e
     log.info("connected to Slack in Socket Mode")
     stop.wait()
     handler.close()

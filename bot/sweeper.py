@@ -37,6 +37,10 @@ class Sweeper:
             except Exception:
                 log.exception("sweep failed; trying again in %.0f s", self._every)
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
