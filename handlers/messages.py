@@ -196,6 +196,19 @@ def checklist(record: RequestRecord) -> str:
     return "\n".join(lines)
 
 
+# Steps whose completion is worth a thread reply of its own, not just a checklist tick.
+MILESTONES: dict[str, str] = {
+    "cluster": "the GKE cluster is running",
+    "gpu_pool": "the GPU node pool is ready",
+    "kubeflow": "Kubeflow is installed; putting IAP in front of it next",
+}
+
+
+def milestone(record: RequestRecord, step: StepReport) -> str:
+    took = f" ({step.seconds:.0f}s)" if step.seconds else ""
+    return f"`{record.id}` {record.deployment}: {MILESTONES[step.name]}{took}."
+
+
 def plan_text(name: str, steps: Sequence[StepReport]) -> str:
     lines = [f"Plan for `{name}` (dry-run: every API call the worker would make, nothing created):"]
     for number, step in enumerate(steps, start=1):

@@ -19,7 +19,7 @@ from datetime import datetime
 from handlers import messages
 from handlers.chat import Chat
 from provisioning.actions import CreateAction, DeleteAction
-from provisioning.records import RequestRecord
+from provisioning.records import RequestRecord, StepReport, StepStatus
 from provisioning.store import RequestStore
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class ChatNotifier:
         # Requests whose final state is drawn; a late timer must not redraw them.
         self._finished: set[str] = set()
         self._draw_locks: dict[str, threading.Lock] = {}
+        self._step_status: dict[tuple[str, str], StepStatus] = {}
 
     @staticmethod
     def _has_checklist(record: RequestRecord) -> bool:
@@ -55,6 +56,10 @@ class ChatNotifier:
     def progress(self, record: RequestRecord) -> None:
         if not self._has_checklist(record):
             return
+        for step in self._milestones_reached(record):
+            self._chat.post(
+                record.channel, messages.milestone(record, step), thread_ts=record.thread_ts
+            )
         with self._lock:
             # A redelivered request that runs again starts a fresh round of updates.
             self._finished.discard(record.id)
@@ -68,6 +73,23 @@ class ChatNotifier:
                     timer.start()
                 return
         self._draw(record)
+
+    def _milestones_reached(self, record: RequestRecord) -> list[StepReport]:
+        """Milestone steps seen finishing in this process (not ones found done already,
+        after a restart, nor planned ones on a dry run): each is announced once."""
+        reached = []
+        with self._lock:
+            for step in record.steps:
+                key = (record.id, step.name)
+                before = self._step_status.get(key)
+                self._step_status[key] = step.status
+                if (
+                    step.name in messages.MILESTONES
+                    and step.status is StepStatus.DONE
+                    and before in (StepStatus.PENDING, StepStatus.RUNNING)
+                ):
+                    reached.append(step)
+        return reached
 
     def _flush(self, request_id: str) -> None:
         with self._lock:
@@ -112,6 +134,8 @@ class ChatNotifier:
         with self._lock:
             self._last_drawn.pop(record.id, None)
             self._draw_locks.pop(record.id, None)
+            for step in record.steps:
+                self._step_status.pop((record.id, step.name), None)
         self._chat.post(record.channel, reply, thread_ts=record.thread_ts)
 
     def succeeded(self, record: RequestRecord, *, dry_run: bool) -> None:

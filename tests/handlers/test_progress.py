@@ -45,7 +45,9 @@ CREATE = CreateAction(
 )
 GRANT = GrantAction(email="ada@example.com", deployment="demo", project="demo-project")
 REVOKE = RevokeAction(email="ada@example.com", deployment="demo", project="demo-project")
-STEPS = (("apis", "Enable the project's APIs"), ("cluster", "GKE cluster"), ("pool", "GPU pool"))
+# Plain steps: none of them is a milestone with a thread reply of its own.
+STEPS = (("apis", "Enable the project's APIs"), ("static_ip", "Static IP"), ("pool", "GPU pool"))
+MILESTONE_STEPS = (("apis", "Enable the project's APIs"), ("cluster", "GKE cluster"))
 
 
 def clock() -> datetime:
@@ -130,7 +132,7 @@ def test_the_first_progress_posts_one_status_message_in_the_thread_and_remembers
     (post,) = chat.posts()
     assert (post.channel, post.thread_ts) == (TEAM, THREAD)
     assert "[~] Enable the project's APIs" in post.text
-    assert "[ ] GKE cluster" in post.text
+    assert "[ ] Static IP" in post.text
     stored = store.get(request_id)
     assert stored is not None
     assert stored.status_message == post.ref
@@ -304,7 +306,7 @@ def test_a_dry_run_success_replies_with_the_plan_marked_dry_run(
     assert f"<@{OWNER}>" in reply.text
     assert "nothing was created" in reply.text
     assert "Plan for `demo`" in reply.text
-    assert "cluster.create demo" in reply.text
+    assert "static_ip.create demo" in reply.text
     assert f"{URL} (dry-run)" in reply.text
 
 
@@ -325,7 +327,7 @@ def test_a_failure_replies_with_the_reason_and_whether_it_will_be_retried(
     notifier.failed(failed, reason=reason, will_retry=will_retry)
 
     status, reply = chat.replies(THREAD)
-    assert "[!] GKE cluster" in chat.current_text(status.ref)
+    assert "[!] Static IP" in chat.current_text(status.ref)
     assert f"<@{OWNER}>" in reply.text
     assert request_id in reply.text
     assert reason in reply.text
@@ -379,3 +381,44 @@ def test_a_worker_run_keeps_one_status_message_and_ends_with_the_url(
     assert chat.current_text(status.ref) == checklist(final)
     assert f"{URL} (dry-run)" in reply.text
     assert f"<@{OWNER}>" in reply.text
+
+
+def milestone_report(store: SqliteStore, request_id: str, *statuses: StepStatus) -> RequestRecord:
+    steps = tuple(
+        StepReport(name=name, title=title, status=status)
+        for (name, title), status in zip(MILESTONE_STEPS, statuses, strict=True)
+    )
+    return store.update(request_id, changes={"steps": steps}, at=START)
+
+
+def cluster_replies(chat: RecordingChat) -> list[str]:
+    return [c.text for c in chat.replies(THREAD) if "the GKE cluster is running" in c.text]
+
+
+def test_a_milestone_gets_one_thread_reply_when_it_is_seen_finishing(
+    store: SqliteStore, chat: RecordingChat
+) -> None:
+    notifier = ChatNotifier(chat, store, clock, min_interval=0, monotonic=FakeMonotonic())
+    request_id = running(store)
+
+    notifier.progress(milestone_report(store, request_id, StepStatus.DONE, StepStatus.RUNNING))
+    notifier.progress(milestone_report(store, request_id, StepStatus.DONE, StepStatus.DONE))
+    notifier.progress(milestone_report(store, request_id, StepStatus.DONE, StepStatus.DONE))
+
+    assert cluster_replies(chat) == [f"`{request_id}` demo: the GKE cluster is running."]
+
+
+def test_milestones_found_done_already_or_only_planned_are_not_announced(
+    store: SqliteStore, chat: RecordingChat
+) -> None:
+    notifier = ChatNotifier(chat, store, clock, min_interval=0, monotonic=FakeMonotonic())
+    resumed = running(store)
+    other = CreateAction(spec=CREATE.spec.model_copy(update={"name": "other"}))
+    planned = running(store, other, request_id="kf-def456")
+
+    # After a restart the cluster is found done; on a dry run it is only planned.
+    notifier.progress(milestone_report(store, resumed, StepStatus.DONE, StepStatus.DONE))
+    notifier.progress(milestone_report(store, planned, StepStatus.PLANNED, StepStatus.RUNNING))
+    notifier.progress(milestone_report(store, planned, StepStatus.PLANNED, StepStatus.PLANNED))
+
+    assert cluster_replies(chat) == []
