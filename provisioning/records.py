@@ -116,6 +116,10 @@ class RequestRecord(BaseModel):
     dry_run: bool = False
     steps: tuple[StepReport, ...] = ()
     history: tuple[HistoryEntry, ...] = ()
+    # Which delivery is working on the request, and until when: two deliveries of the
+    # same request (two workers, or a redelivery racing the original) never act at once.
+    lease_holder: str | None = None
+    lease_until: datetime | None = None
     # Bumped by every write; stores compare it to refuse lost updates.
     version: int = 0
 

@@ -24,6 +24,7 @@ from provisioning.records import HistoryEntry, RequestRecord, State, may_follow
 from provisioning.store import (
     DeploymentBusy,
     DuplicateRequest,
+    LeaseHeld,
     RequestStore,
     StoreError,
     TransitionRefused,
@@ -196,6 +197,31 @@ class SqliteStore:
             return _revised(current, changes, at=at, entry=entry)
 
         return self._write(request_id, changed)
+
+    def claim(
+        self, request_id: str, *, holder: str, until: datetime, at: datetime
+    ) -> RequestRecord:
+        def claimed(current: RequestRecord) -> RequestRecord:
+            held = (
+                current.lease_holder not in (None, holder)
+                and current.lease_until is not None
+                and current.lease_until > at
+            )
+            if held:
+                raise LeaseHeld(current)
+            return _revised(
+                current, {"lease_holder": holder, "lease_until": until}, at=at, entry=None
+            )
+
+        return self._write(request_id, claimed)
+
+    def release(self, request_id: str, *, holder: str, at: datetime) -> RequestRecord:
+        def released(current: RequestRecord) -> RequestRecord:
+            if current.lease_holder != holder:
+                return current  # someone took over after ours ran out; leave theirs
+            return _revised(current, {"lease_holder": None, "lease_until": None}, at=at, entry=None)
+
+        return self._write(request_id, released)
 
     def list(
         self,

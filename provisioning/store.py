@@ -50,6 +50,17 @@ class TransitionRefused(StoreError):
         self.wanted = wanted
 
 
+class LeaseHeld(StoreError):
+    """Another delivery holds the request's lease until ``current.lease_until``."""
+
+    def __init__(self, current: RequestRecord) -> None:
+        super().__init__(
+            f"request {current.id} is being worked on by {current.lease_holder} "
+            f"until {current.lease_until}"
+        )
+        self.current = current
+
+
 class RequestStore(Protocol):
     def add(self, record: RequestRecord) -> None:
         """Store a new record.  Raises DeploymentBusy or DuplicateRequest."""
@@ -87,6 +98,16 @@ class RequestStore(Protocol):
     ) -> RequestRecord:
         """Change fields other than ``state`` (thread, cards, steps...), retrying on
         concurrent writes; with ``event`` also appends a history entry."""
+
+    def claim(
+        self, request_id: str, *, holder: str, until: datetime, at: datetime
+    ) -> RequestRecord:
+        """Take (or, for the same holder, extend) the request's lease until ``until``.
+
+        Raises LeaseHeld while another holder's lease has not run out at ``at``."""
+
+    def release(self, request_id: str, *, holder: str, at: datetime) -> RequestRecord:
+        """Give the lease up, if ``holder`` still has it."""
 
     def list(
         self,

@@ -9,10 +9,13 @@ stopped; the return value tells the queue to ack or to deliver again later.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import threading
+import os
+import socket
+import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from provisioning.actions import CreateAction
 from provisioning.cloud import Cloud
@@ -22,11 +25,16 @@ from provisioning.plans import steps_for
 from provisioning.queue import Ack, HandleResult, Retry
 from provisioning.queue_message import QueueMessage
 from provisioning.records import RequestRecord, State, StepReport
-from provisioning.store import RequestStore, TransitionRefused
+from provisioning.store import LeaseHeld, RequestStore, TransitionRefused, UnknownRequest
 
 log = logging.getLogger(__name__)
 
 WORKER_ACTOR = "kubeflow-bot"
+# Long enough for the longest stretch between two progress reports (one step's call);
+# after a crash, a redelivery waits at most this long before taking over.
+DEFAULT_LEASE = timedelta(minutes=5)
+LEASE_RETRY_MIN_SECONDS = 5.0
+RUNNABLE = frozenset({State.APPROVED, State.QUEUED, State.RUNNING})
 
 
 class Worker:
@@ -39,6 +47,7 @@ class Worker:
         *,
         manifests: ManifestLoader | None = None,
         max_parallel_steps: int = 4,
+        lease: timedelta = DEFAULT_LEASE,
     ) -> None:
         self._store = store
         self._cloud = cloud
@@ -46,34 +55,54 @@ class Worker:
         self._clock = clock
         self._manifests = manifests
         self._max_parallel = max_parallel_steps
-        # One delivery of a request at a time in this process.  Across processes only
-        # the store's state check stands between two deliveries for now; a lease in the
-        # store is what keeps them apart for good.
-        self._busy: set[str] = set()
-        self._busy_lock = threading.Lock()
+        self._lease = lease
+        self._identity = f"{socket.gethostname()}:{os.getpid()}"
 
     def handle(self, message: QueueMessage, attempt: int | None) -> HandleResult:
-        with self._busy_lock:
-            if message.request_id in self._busy:
-                return Retry(5.0)
-            self._busy.add(message.request_id)
-        try:
-            return self._handle(message)
-        finally:
-            with self._busy_lock:
-                self._busy.discard(message.request_id)
+        """Work on one delivery, holding the request's lease in the store meanwhile.
 
-    def _now(self) -> datetime:
-        return self._clock()
-
-    def _handle(self, message: QueueMessage) -> HandleResult:
+        The lease keeps two deliveries of one request (two workers, or a redelivery
+        racing the original) from acting at once; it is renewed with every progress
+        report, so it runs out only when its holder died, and then another takes over."""
         record = self._store.get(message.request_id)
         if record is None:
             log.error("queue message for unknown request %s dropped", message.request_id)
             return Ack()
-        if record.state not in (State.QUEUED, State.RUNNING, State.APPROVED):
-            # Already finished (a duplicate delivery) or cancelled: nothing to do.
+        if record.state not in RUNNABLE:
+            # Already finished (a duplicate delivery) or cancelled: nothing to do, and
+            # nothing written.
             log.info("request %s is %s; message acknowledged", record.id, record.state)
+            return Ack()
+        holder = f"{self._identity}:{uuid.uuid4().hex[:8]}"
+        now = self._now()
+        try:
+            self._store.claim(message.request_id, holder=holder, until=now + self._lease, at=now)
+        except UnknownRequest:
+            log.error("queue message for unknown request %s dropped", message.request_id)
+            return Ack()
+        except LeaseHeld as e:
+            until = e.current.lease_until or now
+            wait = min(max((until - now).total_seconds(), LEASE_RETRY_MIN_SECONDS), 600.0)
+            log.info(
+                "request %s is held by %s; looking again in %.0f s",
+                message.request_id,
+                e.current.lease_holder,
+                wait,
+            )
+            return Retry(wait)
+        try:
+            return self._handle(message, holder)
+        finally:
+            with contextlib.suppress(UnknownRequest):
+                self._store.release(message.request_id, holder=holder, at=self._now())
+
+    def _now(self) -> datetime:
+        return self._clock()
+
+    def _handle(self, message: QueueMessage, holder: str) -> HandleResult:
+        record = self._store.get(message.request_id)
+        if record is None or record.state not in RUNNABLE:
+            # Moved on while we took the lease.
             return Ack()
         try:
             if record.state is State.APPROVED:
@@ -105,7 +134,7 @@ class Worker:
             clock=self._clock,
             manifests=self._manifests,
         )
-        save = self._progress_saver(record.id, [s.name for s in steps])
+        save = self._progress_saver(record.id, [s.name for s in steps], holder)
         result = run_steps(
             steps, ctx, {r.name: r for r in record.steps}, save, max_parallel=self._max_parallel
         )
@@ -144,9 +173,16 @@ class Worker:
         return Ack()
 
     def _progress_saver(
-        self, request_id: str, order: list[str]
+        self, request_id: str, order: list[str], holder: str
     ) -> Callable[[dict[str, StepReport]], None]:
         def save(reports: dict[str, StepReport]) -> None:
+            now = self._now()
+            try:
+                self._store.claim(request_id, holder=holder, until=now + self._lease, at=now)
+            except LeaseHeld as e:
+                # We stalled past our lease and another delivery took over: it will
+                # redo what we report here, since every step is idempotent.
+                log.warning("lost the lease of %s to %s", request_id, e.current.lease_holder)
             record: RequestRecord = self._store.update(
                 request_id,
                 changes={"steps": tuple(reports[name] for name in order)},
