@@ -104,8 +104,10 @@ class Worker:
         if record is None or record.state not in RUNNABLE:
             # Moved on while we took the lease.
             return Ack()
-        try:
-            if record.state is State.APPROVED:
+        if record.state is State.APPROVED:
+            # The approval handler marks it queued right after publishing; whichever of
+            # us is first, the other's refusal just means "queued already".
+            try:
                 record = self._store.transition(
                     record.id,
                     expected={State.APPROVED},
@@ -113,6 +115,9 @@ class Worker:
                     actor=WORKER_ACTOR,
                     at=self._now(),
                 )
+            except TransitionRefused as e:
+                record = e.current
+        try:
             record = self._store.transition(
                 record.id,
                 expected={State.QUEUED, State.RUNNING},

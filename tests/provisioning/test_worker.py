@@ -487,3 +487,29 @@ def test_the_queue_redelivers_a_pending_create_until_the_cluster_is_up(
     assert cloud.mutations["create_node_pool"] == 1
     assert len(notifier.named("succeeded")) == 1
     assert sum(e.event == "running" for e in done.history) > 1
+
+
+class HandlerWinsTheQueuedRace(SqliteStore):
+    """A store where the approval handler marks the request queued just before the
+    worker tries to: the order the in-process queue can produce."""
+
+    def transition(self, request_id: str, **kwargs: Any) -> RequestRecord:  # type: ignore[override]
+        if kwargs.get("new") is State.QUEUED and kwargs.get("actor") != "handler":
+            super().transition(
+                request_id, expected={State.APPROVED}, new=State.QUEUED, actor="handler", at=T0
+            )
+        return super().transition(request_id, **kwargs)
+
+
+def test_a_worker_that_loses_the_race_to_mark_a_request_queued_still_runs_it(
+    tmp_path: Path, notifier: RecordingNotifier
+) -> None:
+    with HandlerWinsTheQueuedRace(tmp_path / "race.db") as store:
+        record = add_request(store, state=State.PENDING)
+        store.transition(record.id, expected={State.PENDING}, new=State.APPROVED, actor="U", at=T0)
+
+        answer = Worker(store, DryRunCloud(), notifier, Clock()).handle(message_for(record), 1)
+
+        assert isinstance(answer, Ack)
+        assert current(store).state is State.SUCCEEDED
+        assert [h.event for h in current(store).history].count("queued") == 1
