@@ -42,7 +42,7 @@ from datetime import timedelta
 from typing import Any
 
 from google.api_core import exceptions as api_exceptions
-from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 from google.cloud.pubsub_v1.subscriber.futures import StreamingPullFuture
 from google.cloud.pubsub_v1.subscriber.message import Message
 from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
@@ -89,8 +89,8 @@ class PubSubQueue:
         topic: str,
         subscription: str,
         *,
-        publisher: pubsub_v1.PublisherClient | None = None,
-        subscriber: pubsub_v1.SubscriberClient | None = None,
+        publisher: PublisherClient | None = None,
+        subscriber: SubscriberClient | None = None,
         ack_deadline_seconds: int = 60,
         max_lease_seconds: int = 30,
         retry_backoff: RetryBackoff | None = DEFAULT_RETRY_BACKOFF,
@@ -111,8 +111,8 @@ class PubSubQueue:
             )
         self._owns_publisher = publisher is None
         self._owns_subscriber = subscriber is None
-        self._publisher = publisher if publisher is not None else pubsub_v1.PublisherClient()
-        self._subscriber = subscriber if subscriber is not None else pubsub_v1.SubscriberClient()
+        self._publisher = publisher if publisher is not None else PublisherClient()
+        self._subscriber = subscriber if subscriber is not None else SubscriberClient()
         self._topic_path: str = self._publisher.topic_path(project, topic)
         self._subscription_path: str = self._subscriber.subscription_path(project, subscription)
         self._dead_letter_path: str | None = (
