@@ -150,6 +150,11 @@ class Cloud(Protocol):
         self, project: str, zone: str, cluster: str, name: str
     ) -> str | None: ...
     def create_node_pool(self, request: NodePoolRequest) -> None: ...
+    def cluster_problem(self, project: str, zone: str, name: str) -> str | None:
+        """Why a cluster in ERROR failed (stock-out, quota), in plain words, or None."""
+
+    def node_pool_problem(self, project: str, zone: str, cluster: str, name: str) -> str | None:
+        """Why a node pool in ERROR failed, in plain words, or None."""
 
     # The new cluster's Kubernetes API and Cloud Endpoints
     def apply_objects(

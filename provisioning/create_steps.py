@@ -196,6 +196,9 @@ def ensure_cluster(ctx: StepContext) -> StepResult:
             Outcome.PENDING, f"cluster is {info.status.lower()}", CLUSTER_POLL_SECONDS
         )
     if info.status != "RUNNING":
+        problem = ctx.cloud.cluster_problem(spec.project, spec.zone, spec.name)
+        if problem:
+            raise PermanentError(f"cluster {spec.name} could not be created: {problem}")
         raise PermanentError(f"cluster {spec.name} is {info.status}; look at it in the console")
     return StepResult(Outcome.UNCHANGED, f"cluster {spec.name} is running")
 
@@ -230,6 +233,12 @@ def ensure_gpu_node_pool(ctx: StepContext) -> StepResult:
     if status in ("PROVISIONING", "RECONCILING"):
         return StepResult(Outcome.PENDING, f"node pool is {status.lower()}", CLUSTER_POLL_SECONDS)
     if status != "RUNNING":
+        problem = ctx.cloud.node_pool_problem(spec.project, spec.zone, spec.name, NODE_POOL_NAME)
+        if problem:
+            # A stock-out is zonal: name the zones that offer this GPU instead.
+            offering = ctx.cloud.zones_offering(spec.project, gpu.type) or frozenset()
+            elsewhere = zone_suggestion(spec.zone, offering - {spec.zone})
+            raise PermanentError(f"the GPU node pool could not be created: {problem}; {elsewhere}")
         raise PermanentError(f"GPU node pool is {status}; look at it in the console")
     return StepResult(Outcome.UNCHANGED, "GPU node pool is running")
 

@@ -174,6 +174,12 @@ class DryRunCloud:
             )
         )
 
+    def cluster_problem(self, project: str, zone: str, name: str) -> str | None:
+        return None  # nothing planned ever fails
+
+    def node_pool_problem(self, project: str, zone: str, cluster: str, name: str) -> str | None:
+        return None
+
     # Kubernetes and Cloud Endpoints
     def apply_objects(
         self, project: str, zone: str, cluster: str, objects: Sequence[Mapping[str, Any]]

@@ -633,3 +633,31 @@ def test_a_second_delete_reports_every_step_unchanged() -> None:
     again, _ = run_until_done(DELETE_STEPS, context(cloud, delete()))
 
     assert outcomes(again) == {step.name: "unchanged" for step in DELETE_STEPS}
+
+
+def test_a_stocked_out_cluster_fails_with_the_reason_in_plain_words() -> None:
+    cloud = memory_cloud()
+    cloud.break_next_cluster(f"{ZONE} has run out of the machines this cluster needs")
+
+    result, _ = run_until_done(CREATE_STEPS, context(cloud, create()))
+
+    assert result.status is RunStatus.FAILED
+    assert result.failed_step == "GKE cluster"
+    assert result.failure == (
+        f"cluster {NAME} could not be created: {ZONE} has run out of the machines this "
+        "cluster needs"
+    )
+
+
+def test_a_stocked_out_gpu_pool_names_the_zones_that_offer_the_gpu() -> None:
+    cloud = memory_cloud(gpu_zones={T4: [ZONE, "europe-west4-a", "us-central1-c"]})
+    cloud.break_next_node_pool(f"{ZONE} has run out of n1-standard-8 with T4 (GCE_STOCKOUT)")
+
+    result, _ = run_until_done(CREATE_STEPS, context(cloud, create()))
+
+    assert result.status is RunStatus.FAILED
+    assert result.failed_step == "GPU node pool"
+    assert result.failure == (
+        f"the GPU node pool could not be created: {ZONE} has run out of n1-standard-8 with "
+        "T4 (GCE_STOCKOUT); zones that offer it: us-central1-c, europe-west4-a"
+    )

@@ -58,6 +58,7 @@ class _Cluster:
     # get_cluster calls left before the status moves on (to RUNNING, or gone when STOPPING).
     polls_left: int
     endpoint: str = ""
+    problem: str | None = None
 
 
 @dataclass
@@ -65,6 +66,7 @@ class _NodePool:
     status: str
     request: NodePoolRequest
     polls_left: int
+    problem: str | None = None
 
 
 @dataclass
@@ -136,6 +138,8 @@ class MemoryCloud:
         self._objects: dict[ClusterKey, dict[ObjectKey, Mapping[str, Any]]] = {}
         self._endpoints: dict[tuple[str, str], str] = {}
         self._faults: dict[str, _Fault] = {}
+        self._next_cluster_problem: str | None = None
+        self._next_pool_problem: str | None = None
         self._before: dict[str, list[Callable[[], object]]] = {}
 
     # -- Fault injection -----------------------------------------------------------------
@@ -146,6 +150,25 @@ class MemoryCloud:
             raise AttributeError(f"MemoryCloud has no method {method}")
         with self._lock:
             self._faults[method] = _Fault(error, times)
+
+    def break_next_cluster(self, problem: str) -> None:
+        """The next cluster created ends in ERROR for ``problem`` (a stock-out, say)."""
+        with self._lock:
+            self._next_cluster_problem = problem
+
+    def break_next_node_pool(self, problem: str) -> None:
+        with self._lock:
+            self._next_pool_problem = problem
+
+    def cluster_problem(self, project: str, zone: str, name: str) -> str | None:
+        with self._lock:
+            cluster = self._clusters.get((project, zone, name))
+            return cluster.problem if cluster else None
+
+    def node_pool_problem(self, project: str, zone: str, cluster: str, name: str) -> str | None:
+        with self._lock:
+            pool = self._node_pools.get((project, zone, cluster, name))
+            return pool.problem if pool else None
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -411,7 +434,7 @@ class MemoryCloud:
                 if cluster.polls_left > 0:
                     cluster.polls_left -= 1
                 elif cluster.status == "PROVISIONING":
-                    cluster.status = "RUNNING"
+                    cluster.status = "ERROR" if cluster.problem else "RUNNING"
                 else:
                     self._forget_cluster(key)
                     return None
@@ -434,7 +457,9 @@ class MemoryCloud:
                 request=request,
                 polls_left=self.cluster_polls,
                 endpoint=f"10.0.0.{next(self._ips)}",
+                problem=self._next_cluster_problem,
             )
+            self._next_cluster_problem = None
             self._mutated("create_cluster")
 
     def delete_cluster(self, project: str, zone: str, name: str) -> None:
@@ -467,7 +492,7 @@ class MemoryCloud:
                 if pool.polls_left > 0:
                     pool.polls_left -= 1
                 else:
-                    pool.status = "RUNNING"
+                    pool.status = "ERROR" if pool.problem else "RUNNING"
             return pool.status
 
     def create_node_pool(self, request: NodePoolRequest) -> None:
@@ -479,7 +504,10 @@ class MemoryCloud:
                 raise PermanentError(f"cluster {request.cluster} is not running")
             if key in self._node_pools:
                 raise PermanentError(f"node pool {request.name} already exists")
-            self._node_pools[key] = _NodePool("PROVISIONING", request, self.node_pool_polls)
+            self._node_pools[key] = _NodePool(
+                "PROVISIONING", request, self.node_pool_polls, self._next_pool_problem
+            )
+            self._next_pool_problem = None
             self._mutated("create_node_pool")
 
     # -- Kubernetes and Cloud Endpoints ------------------------------------------------
