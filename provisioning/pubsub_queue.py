@@ -10,11 +10,11 @@ environment.  Library exceptions stop here: they become ``QueueError``, chained.
 Delivery policy on Pub/Sub:
 
 * ``Ack`` acks the message.
-* ``Retry`` nacks it, and so does a handler that raises.  Not acking is no way to defer:
-  the client library keeps extending the lease of every unacked message it holds, so the
-  message would never come back while this worker runs.  A nack makes it available at
-  once, delayed by the subscription's retry policy (``retry_backoff``, exponential between
-  its bounds); ``Retry.after_seconds`` is therefore only approximated.
+* ``Retry(after_seconds)`` defers it: its ack deadline is set to that many seconds (10 to
+  600) and it is dropped from the client's lease management, so Pub/Sub redelivers it
+  then.  Merely not acking would not defer: the client keeps extending the lease of every
+  message it holds.  ``Retry`` under a second, and a handler that raises, nack it: it
+  comes back at once, or after the subscription's retry backoff (``retry_backoff``).
 * A message this worker cannot decode (``MessageSchemaError``, e.g. a newer schema
   version) is logged and nacked, so a newer worker on the same subscription may take it.
   Without a dead-letter policy it keeps coming back (spaced by the retry backoff); with
@@ -53,6 +53,8 @@ from provisioning.queue_message import MessageSchemaError, QueueMessage, decode,
 
 log = logging.getLogger(__name__)
 
+MIN_ACK_DEADLINE = 10
+MAX_ACK_DEADLINE = 600
 MIN_LEASE_EXTENSION_SECONDS = 10
 MAX_LEASE_EXTENSION_SECONDS = 600
 MIN_DELIVERY_ATTEMPTS = 5
@@ -254,11 +256,18 @@ class PubSubQueue:
         match result:
             case Ack():
                 received.ack()
+            case Retry(after_seconds=after) if after >= 1:
+                # Defer: set the message's ack deadline to when the handler wants to
+                # look again, then drop it from the client's lease management (which
+                # would otherwise keep extending it).  Pub/Sub redelivers it when the
+                # deadline passes, and meanwhile it holds no thread and no flow-control
+                # slot here.  Ack deadlines run from 10 s to 600 s.
+                deadline = round(min(max(after, MIN_ACK_DEADLINE), MAX_ACK_DEADLINE))
+                received.modify_ack_deadline(deadline)
+                received.drop()
             case Retry():
-                # Nack, not "leave unacked": the client library keeps extending the
-                # lease of any message it holds, so an unacked message would never be
-                # redelivered while this worker runs.  The nack's redelivery delay comes
-                # from the subscription's retry policy (``retry_backoff``).
+                # "Again now": a nack redelivers at once (or after the subscription's
+                # retry backoff, when it has one).
                 received.nack()
             case _:
                 log.error(

@@ -392,3 +392,30 @@ def test_a_subscription_that_cannot_be_created_raises_queue_error(
 def test_a_lease_extension_outside_what_pubsub_allows_is_refused(seconds: int) -> None:
     with pytest.raises(ValueError, match="max_lease_seconds"):
         PubSubQueue("p", "t", "s", max_lease_seconds=seconds)
+
+
+def test_a_deferred_message_comes_back_after_its_delay_and_frees_its_slot_meanwhile(
+    make_queue: MakeQueue,
+) -> None:
+    queue = make_queue()
+    arrivals: dict[str, list[float]] = {}
+
+    def decide(msg: QueueMessage, attempt: int | None) -> HandleResult:
+        seen = arrivals.setdefault(msg.request_id, [])
+        seen.append(time.monotonic())
+        # The first request waits on the cloud once: look again in 12 s.
+        return Retry(12) if msg.request_id == "kf-later1" and len(seen) == 1 else Ack()
+
+    recorder = Recorder(decide)
+    queue.consume(recorder, max_in_flight=1)
+
+    queue.publish(message("kf-later1"))
+    assert recorder.wait_for(1)
+    queue.publish(message("kf-other1"))
+    # With one slot, the other request is handled while the first one waits.
+    assert recorder.wait_for(2, timeout=5)
+    assert recorder.deliveries[1][0] == "kf-other1"
+    assert recorder.wait_for(3, timeout=40)
+
+    first, again = arrivals["kf-later1"]
+    assert 10 <= again - first < 30
