@@ -19,30 +19,19 @@ from typing import Any
 import requests
 from google.api_core import exceptions
 from google.api_core.client_options import ClientOptions
-from google.api_core.retry import Retry, if_exception_type
+from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
 from provisioning.errors import PermanentError, TemporaryError
+from provisioning.google_calls import CALL_TIMEOUT, READ_RETRY, TRANSIENT_DELAY
 
 ADDRESS_DESCRIPTION = "Static IP for a Kubeflow ingress, reserved by kubeflow-bot."
 # Statuses of an address that has its IP.
 _HAS_IP = frozenset({"RESERVED", "IN_USE"})
 
 # Seconds before the step engine tries again.
-TRANSIENT_DELAY = 10.0
 RATE_LIMIT_DELAY = 30.0
-# Per-call deadline; the library's own defaults are minutes long.
-CALL_TIMEOUT = 30.0
-# Reads retry a flaky connection briefly; mutations never retry here (the step engine
-# re-runs the whole ensure step, which observes first).
-READ_RETRY = Retry(
-    predicate=if_exception_type(exceptions.ServiceUnavailable),
-    initial=0.25,
-    maximum=2.0,
-    multiplier=2.0,
-    timeout=8.0,
-)
 
 # Typed as Any: mypy sees proto-plus enum members as plain ints, not as the enum type.
 _OperationStatus: Any = compute_v1.Operation.Status

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from google.api_core import exceptions
 from google.api_core.client_options import ClientOptions
-from google.api_core.retry import Retry, if_exception_type
+from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import container_v1
 from google.cloud.container_v1.services.cluster_manager.transports import (
@@ -27,6 +27,7 @@ from google.cloud.container_v1.services.cluster_manager.transports import (
 
 from provisioning.cloud import ClusterInfo, ClusterRequest, NodePoolRequest
 from provisioning.errors import PermanentError, TemporaryError
+from provisioning.google_calls import CALL_TIMEOUT, READ_RETRY, TRANSIENT_DELAY
 from provisioning.spec import region_of
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -36,18 +37,6 @@ MONITORING_SERVICE = "monitoring.googleapis.com/kubernetes"
 
 # Seconds before the step engine tries again.
 BUSY_CLUSTER_DELAY = 30.0
-TRANSIENT_DELAY = 10.0
-# Per-call deadline; the library's own defaults are minutes long.
-CALL_TIMEOUT = 30.0
-# Reads retry a flaky connection briefly; mutations never retry here (the step engine
-# re-runs the whole ensure step, which observes first).
-READ_RETRY = Retry(
-    predicate=if_exception_type(exceptions.ServiceUnavailable),
-    initial=0.25,
-    maximum=2.0,
-    multiplier=2.0,
-    timeout=8.0,
-)
 
 # Typed as Any: mypy sees proto-plus enum members as plain ints, not as the enum type.
 _ClusterStatus: Any = container_v1.Cluster.Status

@@ -62,8 +62,8 @@ class Worker:
         """Work on one delivery, holding the request's lease in the store meanwhile.
 
         The lease keeps two deliveries of one request (two workers, or a redelivery
-        racing the original) from acting at once; it is renewed with every progress
-        report, so it runs out only when its holder died, and then another takes over."""
+        racing the original) from acting at once; progress reports renew it, so it runs
+        out only when its holder died, and then another takes over."""
         record = self._store.get(message.request_id)
         if record is None:
             log.error("queue message for unknown request %s dropped", message.request_id)
@@ -180,14 +180,20 @@ class Worker:
     def _progress_saver(
         self, request_id: str, order: list[str], holder: str
     ) -> Callable[[dict[str, StepReport]], None]:
+        renewed = self._now()
+
         def save(reports: dict[str, StepReport]) -> None:
+            nonlocal renewed
             now = self._now()
-            try:
-                self._store.claim(request_id, holder=holder, until=now + self._lease, at=now)
-            except LeaseHeld as e:
-                # We stalled past our lease and another delivery took over: it will
-                # redo what we report here, since every step is idempotent.
-                log.warning("lost the lease of %s to %s", request_id, e.current.lease_holder)
+            # Renew once half the lease is gone, not with every report: one write each.
+            if now - renewed >= self._lease / 2:
+                renewed = now
+                try:
+                    self._store.claim(request_id, holder=holder, until=now + self._lease, at=now)
+                except LeaseHeld as e:
+                    # We stalled past our lease and another delivery took over: it
+                    # will redo what we report here, since every step is idempotent.
+                    log.warning("lost the lease of %s to %s", request_id, e.current.lease_holder)
             record: RequestRecord = self._store.update(
                 request_id,
                 changes={"steps": tuple(reports[name] for name in order)},

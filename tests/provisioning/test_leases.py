@@ -174,3 +174,25 @@ def test_a_worker_that_died_holding_the_lease_is_taken_over_once_it_runs_out(
     assert record is not None
     assert record.state is State.RUNNING
     assert record.lease_holder is None
+
+
+def test_a_long_run_renews_its_lease_once_half_of_it_is_gone(store: SqliteStore) -> None:
+    message = queued(store)
+    clock = FakeClock(T0)
+    cloud = MemoryCloud()
+    seen: list[datetime | None] = []
+
+    def slow_api_check() -> None:
+        clock.advance(minutes=3)  # more than half of the five-minute lease
+
+    def look_at_lease() -> None:
+        record = store.get(message.request_id)
+        seen.append(record.lease_until if record else None)
+
+    cloud.before("enabled_services", slow_api_check)
+    cloud.before("create_cluster", look_at_lease)
+    worker = Worker(store, cloud, QuietNotifier(), clock, manifests=lambda: [])
+
+    worker.handle(message, 1)
+
+    assert seen == [T0 + timedelta(minutes=3) + LEASE]

@@ -53,13 +53,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
+
+from tests.support.serving import StartStop
 
 HOST = "127.0.0.1"
 SELF_LINK_BASE = "https://www.googleapis.com/compute/v1"
@@ -212,7 +213,7 @@ class _State:
     by_request_id: dict[tuple[str, str], _Operation] = field(default_factory=dict)
 
 
-class FakeCompute:
+class FakeCompute(StartStop):
     """Compute Engine v1 REST fake: accelerator types, global addresses, global operations.
 
     ``accelerators`` maps a GPU type (``"nvidia-tesla-t4"``) to the zones offering it.
@@ -268,17 +269,6 @@ class FakeCompute:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-
-    def __enter__(self) -> FakeCompute:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def endpoint(self) -> str:

@@ -52,7 +52,6 @@ from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
 
 import grpc
@@ -66,6 +65,8 @@ from google.cloud.container_v1.services.cluster_manager.transports import (
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from tests.support.serving import StartStop
 
 SERVICE = "google.container.v1.ClusterManager"
 
@@ -240,7 +241,7 @@ def _now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class FakeGke:
+class FakeGke(StartStop):
     """GKE ClusterManager over gRPC on 127.0.0.1; see the module docstring."""
 
     def __init__(
@@ -309,17 +310,6 @@ class FakeGke:
         if self._started:
             self._server.stop(grace=None).wait()
             self._started = False
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def channel(self) -> grpc.Channel:
         """An insecure channel to the fake, closed by ``stop()``."""

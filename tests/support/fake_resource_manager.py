@@ -35,13 +35,14 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import grpc
 from google.cloud import resourcemanager_v3
 from google.cloud.resourcemanager_v3.services.projects.transports import ProjectsGrpcTransport
 from google.iam.v1 import iam_policy_pb2, policy_pb2
+
+from tests.support.serving import StartStop
 
 HOST = "127.0.0.1"
 SERVICE = "google.cloud.resourcemanager.v3.Projects"
@@ -97,7 +98,7 @@ class _State:
     sets: int = 0
 
 
-class FakeResourceManager:
+class FakeResourceManager(StartStop):
     """Resource Manager v3 ``Projects`` fake (GetProject, GetIamPolicy, SetIamPolicy).
 
     ``projects`` maps project ids to project numbers.  ``with FakeResourceManager() as rm:``
@@ -150,17 +151,6 @@ class FakeResourceManager:
         if self._server is not None:
             self._server.stop(grace=None)
             self._server = None
-
-    def __enter__(self) -> FakeResourceManager:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def target(self) -> str:

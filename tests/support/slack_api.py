@@ -34,16 +34,16 @@ import contextlib
 import copy
 import itertools
 import json
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support.serving import BackgroundServer, ConnectionTracking
 
 HOST = "127.0.0.1"
 DEFAULT_TOKENS = frozenset({"xoxb-valid"})
@@ -163,34 +163,14 @@ def _missing(name: str) -> _ApiError:
     )
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(ConnectionTracking, ThreadingHTTPServer):
     request_queue_size = 256
     daemon_threads = True
     stub: SlackApiStub
 
     def __init__(self, stub: SlackApiStub) -> None:
         self.stub = stub
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
         super().__init__((HOST, 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self) -> None:
-        """Close kept-alive connections, so their handler threads end with the server."""
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -271,7 +251,7 @@ def _present(params: Json, name: str) -> bool:
     return value is not None and value != ""
 
 
-class SlackApiStub:
+class SlackApiStub(BackgroundServer):
     """A Slack Web API on 127.0.0.1; see the module docstring.
 
     ``users`` maps user id -> email; ``groups`` maps handle -> (group id, member ids).  Both
@@ -315,51 +295,13 @@ class SlackApiStub:
         self._failures: dict[str, deque[tuple[str, int]]] = {}
         self._response_targets: dict[str, _ResponseTarget] = {}
         self._errors: list[str] = []
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> SlackApiStub:
-        if self._server is not None:
-            return self
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="slack-api-stub",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+    thread_name = "slack-api-stub"
 
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._server = self._thread = None
-        server.shutdown()
-        server.drop_connections()
-        server.server_close()
-        if thread is not None:
-            thread.join(WAIT_SECONDS)
-
-    def __enter__(self) -> SlackApiStub:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("SlackApiStub is not running: call start() first")
-        return int(self._server.server_address[1])
+    def _new_server(self) -> _Server:
+        return _Server(self)
 
     @property
     def base(self) -> str:

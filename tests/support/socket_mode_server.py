@@ -39,9 +39,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
+from tests.support.serving import BackgroundServer, ConnectionTracking
 from tests.support.slack_api import SlackApiStub
 
 HOST = "127.0.0.1"
@@ -136,33 +136,14 @@ def _read_frame(sock: socket.socket) -> tuple[bool, int, bytes]:
     return fin, opcode, payload
 
 
-class _Server(socketserver.ThreadingTCPServer):
+class _Server(ConnectionTracking, socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
     stub: SocketModeStub
 
     def __init__(self, stub: SocketModeStub) -> None:
         self.stub = stub
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
         super().__init__((HOST, 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self) -> None:
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -275,7 +256,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 raise ProtocolError(f"unknown opcode {opcode:#x}")
 
 
-class SocketModeStub:
+class SocketModeStub(BackgroundServer):
     """Slack's Socket Mode endpoint on 127.0.0.1; see the module docstring.
 
     Use as a context manager, or call ``start()`` / ``stop()``.  ``ticket`` is the query
@@ -295,51 +276,13 @@ class SocketModeStub:
         self._counts: dict[str, int] = {"ping": 0, "pong": 0, "close": 0}
         self._errors: list[str] = []
         self._ids = itertools.count(1)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> SocketModeStub:
-        if self._server is not None:
-            return self
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="socket-mode-stub",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+    thread_name = "socket-mode-stub"
 
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._server = self._thread = None
-        server.shutdown()
-        server.drop_connections()
-        server.server_close()
-        if thread is not None:
-            thread.join(WAIT_SECONDS)
-
-    def __enter__(self) -> SocketModeStub:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("SocketModeStub is not running: call start() first")
-        return int(self._server.server_address[1])
+    def _new_server(self) -> _Server:
+        return _Server(self)
 
     @property
     def url(self) -> str:
@@ -535,10 +478,6 @@ class SocketModeSlackApi(SlackApiStub):
     def __init__(self, *, socket_url: str | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.socket_url = socket_url
-
-    def __enter__(self) -> SocketModeSlackApi:
-        self.start()
-        return self
 
     def _methods(self) -> dict[str, Callable[[Json], Json]]:
         return {**super()._methods(), "apps.connections.open": self._connections_open}
