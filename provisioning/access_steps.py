@@ -1,7 +1,7 @@
 """The steps behind ``/kubeflow grant`` and ``revoke``: IAP access on the project.
 
-Read-modify-write of the project's IAM policy with its etag; the cloud client retries
-a stale etag by re-reading, so concurrent grants never lose one another.  Granting twice
+Read-modify-write of the project's IAM policy with its etag (``iam_edits``): a stale
+etag is retried by re-reading, so concurrent grants never lose one another.  Granting twice
 reports "already has access"; revoke removes exactly ``user:EMAIL`` and nothing else.
 Called by the worker through ``plans.steps_for``.
 """
@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from provisioning.actions import IAP_ACCESSOR_ROLE, GrantAction, RevokeAction
 from provisioning.engine import Outcome, Step, StepContext, StepResult
+from provisioning.iam_edits import edit_project_policy
 
 
 def ensure_access_granted(ctx: StepContext) -> StepResult:
     assert isinstance(ctx.action, GrantAction)
     action = ctx.action
-    member = f"user:{action.email}"
-    policy = ctx.cloud.get_project_iam_policy(action.project)
-    wanted = policy.with_members(IAP_ACCESSOR_ROLE, frozenset({member}))
-    if wanted == policy:
+    member = frozenset({f"user:{action.email}"})
+    if not edit_project_policy(
+        ctx, action.project, lambda policy: policy.with_members(IAP_ACCESSOR_ROLE, member)
+    ):
         return StepResult(Outcome.UNCHANGED, f"{action.email} already has access")
-    ctx.cloud.set_project_iam_policy(action.project, wanted)
     return ctx.acted(Outcome.UPDATED, f"{action.email} can open {action.deployment}")
 
 
@@ -28,11 +28,10 @@ def ensure_access_revoked(ctx: StepContext) -> StepResult:
     assert isinstance(ctx.action, RevokeAction)
     action = ctx.action
     member = f"user:{action.email}"
-    policy = ctx.cloud.get_project_iam_policy(action.project)
-    wanted = policy.without_member(IAP_ACCESSOR_ROLE, member)
-    if wanted == policy:
+    if not edit_project_policy(
+        ctx, action.project, lambda policy: policy.without_member(IAP_ACCESSOR_ROLE, member)
+    ):
         return StepResult(Outcome.UNCHANGED, f"{action.email} had no access")
-    ctx.cloud.set_project_iam_policy(action.project, wanted)
     return ctx.acted(Outcome.UPDATED, f"{action.email} can no longer open {action.deployment}")
 
 

@@ -10,9 +10,10 @@ for each other).  Called by the worker through ``plans.steps_for``.
 from __future__ import annotations
 
 from provisioning.actions import IAP_ACCESSOR_ROLE, CreateAction
-from provisioning.cloud import ClusterRequest, NodePoolRequest
+from provisioning.cloud import ClusterRequest, IamPolicy, NodePoolRequest
 from provisioning.engine import Outcome, Step, StepContext, StepResult, check_graph
 from provisioning.errors import PermanentError
+from provisioning.iam_edits import edit_project_policy, read_modify_write
 from provisioning.iap_objects import iap_objects
 from provisioning.spec import DeploymentSpec, region_of
 
@@ -63,6 +64,7 @@ ACCOUNT_TITLES = {
     "admin": "kubeflow admin service account",
     "user": "kubeflow user service account",
 }
+WORKLOAD_IDENTITY_ROLE = "roles/iam.workloadIdentityUser"
 # Kubernetes service accounts that impersonate each Google one (Workload Identity).
 WORKLOAD_IDENTITY_KSAS: dict[str, tuple[str, ...]] = {
     "admin": (
@@ -134,15 +136,16 @@ def ensure_service_accounts(ctx: StepContext) -> StepResult:
         if not ctx.cloud.service_account_exists(spec.project, account_id):
             ctx.cloud.create_service_account(spec.project, account_id, title)
             created.append(account_id)
-    policy = ctx.cloud.get_project_iam_policy(spec.project)
-    wanted = policy
-    for suffix, roles in ACCOUNT_ROLES.items():
-        member = f"serviceAccount:{account_email(spec, suffix)}"
-        for role in roles:
-            wanted = wanted.with_members(role, frozenset({member}))
-    if wanted != policy:
-        ctx.cloud.set_project_iam_policy(spec.project, wanted)
-    if not created and wanted == policy:
+
+    def with_roles(policy: IamPolicy) -> IamPolicy:
+        for suffix, roles in ACCOUNT_ROLES.items():
+            member = f"serviceAccount:{account_email(spec, suffix)}"
+            for role in roles:
+                policy = policy.with_members(role, frozenset({member}))
+        return policy
+
+    roles_changed = edit_project_policy(ctx, spec.project, with_roles)
+    if not created and not roles_changed:
         return StepResult(Outcome.UNCHANGED, "service accounts and roles in place")
     return ctx.acted(Outcome.CREATED, f"{len(created)} service accounts, project roles for each")
 
@@ -245,15 +248,18 @@ def ensure_gpu_node_pool(ctx: StepContext) -> StepResult:
 
 def ensure_workload_identity(ctx: StepContext) -> StepResult:
     spec = _spec(ctx)
+
+    def bind(email: str, members: frozenset[str]) -> bool:
+        return read_modify_write(
+            lambda: ctx.cloud.get_service_account_iam_policy(spec.project, email),
+            lambda policy: ctx.cloud.set_service_account_iam_policy(spec.project, email, policy),
+            lambda policy: policy.with_members(WORKLOAD_IDENTITY_ROLE, members),
+        )
+
     changed = 0
     for suffix, ksas in WORKLOAD_IDENTITY_KSAS.items():
-        email = account_email(spec, suffix)
-        policy = ctx.cloud.get_service_account_iam_policy(spec.project, email)
         members = frozenset(f"serviceAccount:{spec.project}.svc.id.goog[{ksa}]" for ksa in ksas)
-        wanted = policy.with_members("roles/iam.workloadIdentityUser", members)
-        if wanted != policy:
-            ctx.cloud.set_service_account_iam_policy(spec.project, email, wanted)
-            changed += 1
+        changed += bind(account_email(spec, suffix), members)
     if not changed:
         return StepResult(Outcome.UNCHANGED, "Workload Identity bindings in place")
     return ctx.acted(Outcome.UPDATED, f"bind Kubeflow service accounts to {changed} Google ones")
@@ -303,12 +309,11 @@ def ensure_requester_access(ctx: StepContext) -> StepResult:
         return StepResult(
             Outcome.SKIPPED, "requester's email unknown: use /kubeflow grant to add people"
         )
-    member = f"user:{email}"
-    policy = ctx.cloud.get_project_iam_policy(spec.project)
-    wanted = policy.with_members(IAP_ACCESSOR_ROLE, frozenset({member}))
-    if wanted == policy:
+    member = frozenset({f"user:{email}"})
+    if not edit_project_policy(
+        ctx, spec.project, lambda policy: policy.with_members(IAP_ACCESSOR_ROLE, member)
+    ):
         return StepResult(Outcome.UNCHANGED, f"{email} already has access")
-    ctx.cloud.set_project_iam_policy(spec.project, wanted)
     return ctx.acted(Outcome.UPDATED, f"grant {email} IAP access")
 
 

@@ -17,6 +17,13 @@ class TemporaryError(Exception):
         self.delay = delay
 
 
+class ConcurrentChange(TemporaryError):
+    """A write lost a race: the IAM policy's etag changed since it was read.
+
+    Raised by the cloud clients' ``set_*_iam_policy``; ``iam_edits`` re-reads and
+    re-applies the edit, so a concurrent change is kept, never overwritten."""
+
+
 class PermanentError(Exception):
     """Will not get better by retrying: quota, stock-out, permission, invalid argument.
 

@@ -41,7 +41,7 @@ from provisioning.cloud import (
     IamPolicy,
     NodePoolRequest,
 )
-from provisioning.errors import PermanentError, TemporaryError
+from provisioning.errors import ConcurrentChange, PermanentError, TemporaryError
 
 SERVICE_USAGE_BATCH_LIMIT = 20
 ETAG_CONFLICT_DELAY = 1.0
@@ -370,7 +370,7 @@ class MemoryCloud:
 
     def _set_policy(self, current: _Policy, policy: IamPolicy, what: str) -> IamPolicy:
         if policy.etag != current.etag:
-            raise TemporaryError(
+            raise ConcurrentChange(
                 f"{what}: the policy changed since it was read (etag {policy.etag!r} is "
                 f"stale, now {current.etag!r}); read it again",
                 delay=ETAG_CONFLICT_DELAY,
