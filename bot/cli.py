@@ -20,6 +20,7 @@ from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_sdk.errors import SlackApiError
 
+from bot.background import Foreground
 from bot.console import ConsoleChat, run_console
 from bot.http_server import EVENTS_PATH, make_server
 from bot.log_notifier import LogNotifier
@@ -87,14 +88,16 @@ def serve(settings: Settings) -> int:
         if settings.slack_app_token is not None:
             _serve_socket_mode(slack.app, settings.slack_app_token.get_secret_value())
         else:
-            _serve_http(slack.app, settings)
+            _serve_http(slack.app, settings, slack.foreground)
     finally:
         slack.close()
     return 0
 
 
-def _serve_http(app: App, settings: Settings) -> None:
-    server = make_server(app, settings.host, settings.port, threads=settings.http_threads)
+def _serve_http(app: App, settings: Settings, foreground: Foreground) -> None:
+    server = make_server(
+        app, settings.host, settings.port, threads=settings.http_threads, foreground=foreground
+    )
 
     def stop(*_: object) -> None:
         # waitress leaves its loop on SystemExit and shuts its thread pool down.

@@ -14,6 +14,8 @@ from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from waitress.server import create_server
 
+from bot.background import Foreground
+
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
 
@@ -22,10 +24,14 @@ HEALTH_PATH = "/healthz"
 
 
 class Front:
-    """The WSGI application: health checks here, everything else to Bolt."""
+    """The WSGI application: health checks here, everything else to Bolt.
 
-    def __init__(self, app: App) -> None:
+    Each answer to Slack is recorded in ``foreground``, so that follow-up work yields to
+    a burst of acknowledgements (``background``)."""
+
+    def __init__(self, app: App, foreground: Foreground | None = None) -> None:
         self._slack = SlackRequestHandler(app, path=EVENTS_PATH)
+        self._foreground = foreground
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == HEALTH_PATH and environ.get("REQUEST_METHOD") in (
@@ -34,13 +40,19 @@ class Front:
         ):
             start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
             return [b"ok\n"]
-        return self._slack(environ, start_response)
+        try:
+            return self._slack(environ, start_response)
+        finally:
+            if self._foreground is not None:
+                self._foreground.answered()
 
 
-def make_server(app: App, host: str, port: int, *, threads: int = 16) -> Any:
+def make_server(
+    app: App, host: str, port: int, *, threads: int = 16, foreground: Foreground | None = None
+) -> Any:
     """A waitress server bound now (``port`` 0 picks a free one); ``run()`` serves."""
     return create_server(
-        Front(app),
+        Front(app, foreground),
         host=host,
         port=port,
         threads=threads,

@@ -21,7 +21,7 @@ from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.background import BackgroundPool
+from bot.background import BackgroundPool, Foreground
 from bot.settings import DEFAULT_STORE, Settings
 from bot.slack_app import build_bolt_app
 from bot.slack_chat import SlackChat, SlackDirectory, web_client
@@ -166,6 +166,8 @@ class SlackRuntime:
     app: App
     background: BackgroundPool
     sweeper: Sweeper
+    # Told of every answer the HTTP front gives, so follow-up work yields to acks.
+    foreground: Foreground
 
     @property
     def in_process_worker(self) -> bool:
@@ -207,7 +209,8 @@ def build_slack(settings: Settings, *, clock: Callable[[], datetime] = utc_now) 
     check_token(client, settings.slack_api_url)
     chat = SlackChat(client)
     runtime = build_runtime(settings, chat, SlackDirectory(client), clock=clock)
-    background = BackgroundPool(workers=settings.background_threads)
+    foreground = Foreground()
+    background = BackgroundPool(workers=settings.background_threads, foreground=foreground)
     deps = ListenerDeps(
         commands=runtime.commands,
         approvals=runtime.approvals,
@@ -221,4 +224,4 @@ def build_slack(settings: Settings, *, clock: Callable[[], datetime] = utc_now) 
     # checks there, but it still wants a secret to be constructed.
     signing = secret.get_secret_value() if secret is not None else "socket-mode"
     app = build_bolt_app(client, signing, deps)
-    return SlackRuntime(runtime, client, app, background, Sweeper(runtime.approvals))
+    return SlackRuntime(runtime, client, app, background, Sweeper(runtime.approvals), foreground)
