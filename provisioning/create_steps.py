@@ -33,6 +33,7 @@ REQUIRED_APIS: tuple[str, ...] = (
     "monitoring.googleapis.com",
 )
 SERVICE_USAGE_BATCH = 20
+APIS_POLL_SECONDS = 10.0
 CLUSTER_POLL_SECONDS = 30.0
 NODE_POOL_NAME = "gpu-pool"
 RELEASE_CHANNEL = "REGULAR"
@@ -81,8 +82,21 @@ def _spec(ctx: StepContext) -> DeploymentSpec:
     return ctx.action.spec
 
 
+# IAM account ids are 6 to 30 characters.
+ACCOUNT_ID_MIN = 6
+
+
+def account_id(name: str, suffix: str) -> str:
+    """``NAME-vm``, ``NAME-admin``, ``NAME-user`` as kubeflow-distribution names them.
+
+    NAME has 2 to 24 characters, so ids stay within IAM's 30; only a two-letter NAME with
+    ``vm`` falls short of IAM's 6, and that one becomes ``NAME-kf-vm``."""
+    plain = f"{name}-{suffix}"
+    return plain if len(plain) >= ACCOUNT_ID_MIN else f"{name}-kf-{suffix}"
+
+
 def account_email(spec: DeploymentSpec, suffix: str) -> str:
-    return f"{spec.name}-{suffix}@{spec.project}.iam.gserviceaccount.com"
+    return f"{account_id(spec.name, suffix)}@{spec.project}.iam.gserviceaccount.com"
 
 
 def address_name(name: str) -> str:
@@ -97,7 +111,11 @@ def ensure_apis(ctx: StepContext) -> StepResult:
         return StepResult(Outcome.UNCHANGED, f"{len(REQUIRED_APIS)} APIs already enabled")
     for start in range(0, len(missing), SERVICE_USAGE_BATCH):
         ctx.cloud.enable_services(spec.project, missing[start : start + SERVICE_USAGE_BATCH])
-    return ctx.acted(Outcome.UPDATED, f"enable {len(missing)} APIs")
+    if ctx.cloud.dry_run:
+        return StepResult(Outcome.PLANNED, f"enable {len(missing)} APIs")
+    # Enabling is a long operation; the steps after this one need the APIs on, so look
+    # again rather than report done.
+    return StepResult(Outcome.PENDING, f"enabling {len(missing)} APIs", APIS_POLL_SECONDS)
 
 
 def zone_suggestion(zone: str, offering: frozenset[str]) -> str:
@@ -132,10 +150,10 @@ def ensure_service_accounts(ctx: StepContext) -> StepResult:
     spec = _spec(ctx)
     created = []
     for suffix, title in ACCOUNT_TITLES.items():
-        account_id = f"{spec.name}-{suffix}"
-        if not ctx.cloud.service_account_exists(spec.project, account_id):
-            ctx.cloud.create_service_account(spec.project, account_id, title)
-            created.append(account_id)
+        wanted_id = account_id(spec.name, suffix)
+        if not ctx.cloud.service_account_exists(spec.project, wanted_id):
+            ctx.cloud.create_service_account(spec.project, wanted_id, title)
+            created.append(wanted_id)
 
     def with_roles(policy: IamPolicy) -> IamPolicy:
         for suffix, roles in ACCOUNT_ROLES.items():

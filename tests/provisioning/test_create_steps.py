@@ -29,6 +29,7 @@ from provisioning.create_steps import (
     ACCOUNT_ROLES,
     CREATE_STEPS,
     NODE_POOL_NAME,
+    REQUIRED_APIS,
     WORKLOAD_IDENTITY_KSAS,
 )
 from provisioning.delete_steps import DELETE_STEPS
@@ -83,9 +84,14 @@ def create(*, gpu: bool = True, email: str | None = EMAIL) -> CreateAction:
     return CreateAction(spec=spec(gpu=gpu), requester_email=email)
 
 
-def memory_cloud(**options: Any) -> MemoryCloud:
+def memory_cloud(*, apis_on: bool = True, **options: Any) -> MemoryCloud:
+    """A project whose APIs are on already, unless ``apis_on`` is False: enabling them
+    takes a run of its own, which most tests here are not about."""
     options.setdefault("gpu_zones", {T4: [ZONE, "us-central1-b"]})
-    return MemoryCloud(**options)
+    cloud = MemoryCloud(**options)
+    if apis_on:
+        cloud.enable(PROJECT, REQUIRED_APIS)
+    return cloud
 
 
 def context(cloud: Any, action: Action, *, requester: str = REQUESTER) -> StepContext:
@@ -408,22 +414,28 @@ def test_a_quota_error_from_the_cluster_create_fails_the_request_in_its_words() 
 def test_apis_are_enabled_in_batches_of_at_most_twenty(monkeypatch: pytest.MonkeyPatch) -> None:
     apis = tuple(f"api{n:02d}.googleapis.com" for n in range(45))
     monkeypatch.setattr(create_steps, "REQUIRED_APIS", apis)
-    cloud = memory_cloud()
+    cloud = memory_cloud(apis_on=False)
+    ctx = context(cloud, create())
 
-    result = run_steps(CREATE_STEPS[:1], context(cloud, create()), {}, lambda _r: None)
+    first = run_steps(CREATE_STEPS[:1], ctx, {}, lambda _r: None)
+    second = run_steps(CREATE_STEPS[:1], ctx, first.reports, lambda _r: None)
 
-    assert result.status is RunStatus.DONE
+    # Enabling is waited for: the steps that need the APIs run only once they are on.
+    assert first.status is RunStatus.PENDING
+    assert first.retry_after == create_steps.APIS_POLL_SECONDS
+    assert first.reports["apis"].detail == "enabling 45 APIs"
+    assert second.status is RunStatus.DONE
     assert cloud.mutations["enable_services"] == 3
     assert cloud.enabled(PROJECT) == set(apis)
 
 
 def test_only_the_apis_not_yet_enabled_are_enabled() -> None:
-    cloud = memory_cloud()
+    cloud = memory_cloud(apis_on=False)
     cloud.enable(PROJECT, create_steps.REQUIRED_APIS[:-2])
 
     result = run_steps(CREATE_STEPS[:1], context(cloud, create()), {}, lambda _r: None)
 
-    assert result.reports["apis"].detail == "enable 2 APIs"
+    assert result.reports["apis"].detail == "enabling 2 APIs"
     assert cloud.enabled(PROJECT) == set(create_steps.REQUIRED_APIS)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from provisioning.actions import CreateAction
-from provisioning.create_steps import CLUSTER_POLL_SECONDS
+from provisioning.create_steps import CLUSTER_POLL_SECONDS, REQUIRED_APIS
 from provisioning.queue import Retry
 from provisioning.queue_message import QueueMessage
 from provisioning.records import RequestRecord, State
@@ -45,6 +45,12 @@ class QuietNotifier:
 def store(tmp_path: Path) -> Iterator[SqliteStore]:
     with SqliteStore(tmp_path / "requests.db") as opened:
         yield opened
+
+
+def project_with_apis_on() -> MemoryCloud:
+    cloud = MemoryCloud()
+    cloud.enable("demo-project", REQUIRED_APIS)
+    return cloud
 
 
 def queued(store: SqliteStore, request_id: str = "kf-lease1") -> QueueMessage:
@@ -156,7 +162,7 @@ def test_a_worker_that_died_holding_the_lease_is_taken_over_once_it_runs_out(
     # A worker took the lease, then its process died: nothing released it.
     store.claim(message.request_id, holder="host:4242:dead", until=T0 + LEASE, at=T0)
     clock = FakeClock(T0 + timedelta(minutes=1))
-    cloud = MemoryCloud()
+    cloud = project_with_apis_on()
     survivor = Worker(store, cloud, QuietNotifier(), clock, manifests=lambda: [])
 
     early = survivor.handle(message, 2)
@@ -179,7 +185,7 @@ def test_a_worker_that_died_holding_the_lease_is_taken_over_once_it_runs_out(
 def test_a_long_run_renews_its_lease_once_half_of_it_is_gone(store: SqliteStore) -> None:
     message = queued(store)
     clock = FakeClock(T0)
-    cloud = MemoryCloud()
+    cloud = project_with_apis_on()
     seen: list[datetime | None] = []
 
     def slow_api_check() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from provisioning.actions import Action, CreateAction, GrantAction
-from provisioning.create_steps import CLUSTER_POLL_SECONDS, CREATE_STEPS
+from provisioning.create_steps import CLUSTER_POLL_SECONDS, CREATE_STEPS, REQUIRED_APIS
 from provisioning.dryrun_cloud import DryRunCloud
 from provisioning.errors import PermanentError
 from provisioning.inprocess_queue import InProcessQueue
@@ -132,9 +132,14 @@ def message_for(record: RequestRecord, *, action: Action | None = None) -> Queue
     )
 
 
-def memory_cloud(**options: Any) -> MemoryCloud:
+def memory_cloud(*, apis_on: bool = True, **options: Any) -> MemoryCloud:
+    """A project whose APIs are on already, unless ``apis_on`` is False: enabling them
+    takes a run of its own, which most tests here are not about."""
     options.setdefault("gpu_zones", {T4: [ZONE]})
-    return MemoryCloud(**options)
+    cloud = MemoryCloud(**options)
+    if apis_on:
+        cloud.enable(PROJECT, REQUIRED_APIS)
+    return cloud
 
 
 def worker(store: SqliteStore, cloud: Any, notifier: RecordingNotifier) -> Worker:

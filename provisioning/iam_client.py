@@ -1,0 +1,446 @@
+"""IAM's part of ``Cloud``: service accounts and IAM policies over IAM Admin and Resource Manager.
+
+``IamClient`` creates and looks up the deployment's service accounts and reads and writes
+two kinds of IAM policy: a service account's own (``iam_admin_v1.IAMClient``, for Workload
+Identity) and the project's (``resourcemanager_v3.ProjectsClient``, for the accounts'
+roles and IAP access).  It maps ``google.iam.v1`` policies onto the plain ``IamPolicy`` /
+``IamBinding`` values and back, asking for and writing policy version 3 so conditional
+bindings survive, and always sends back the etag it read: a write that lost a race raises
+``ConcurrentChange`` for ``iam_edits.read_modify_write`` to re-read and re-apply.  Every
+other library exception becomes ``TemporaryError`` / ``PermanentError`` here and nowhere
+else.  The gcp cloud, assembled by ``bot``'s composition root, delegates its IAM methods to
+it; ``IamClient.connect`` builds the library clients, against the real APIs or emulators.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import grpc
+from google.api_core import exceptions
+from google.api_core.client_options import ClientOptions
+from google.api_core.retry import Retry
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import iam_admin_v1, resourcemanager_v3
+from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
+from google.cloud.resourcemanager_v3.services.projects.transports import ProjectsGrpcTransport
+from google.iam.v1 import iam_policy_pb2, options_pb2, policy_pb2
+from google.type import expr_pb2
+
+from provisioning.cloud import IamBinding, IamPolicy
+from provisioning.errors import ConcurrentChange, PermanentError, TemporaryError
+from provisioning.google_calls import CALL_TIMEOUT, READ_RETRY, TRANSIENT_DELAY
+
+# Version 3 is the only one that carries conditions; reading at 1 would hand back
+# conditional bindings with renamed roles, which cannot be written back.
+POLICY_VERSION = 3
+# IAM requires a title on every condition; used only for a conditional binding this client
+# never read (the steps do not make any today).
+NEW_CONDITION_TITLE = "kubeflow-bot"
+
+# Seconds before the step engine tries again.
+RATE_LIMIT_DELAY = 30.0
+# Conditions remembered per policy read (see ``_Conditions``).
+_REMEMBERED_POLICIES = 256
+
+_PERMISSION = re.compile(r"\b((?:iam|resourcemanager)\.[a-zA-Z]+\.[a-zA-Z]+)\b")
+_RATE_LIMIT = re.compile(r"rate limit|too many requests|per minute", re.IGNORECASE)
+_ACCOUNT_LIMIT = re.compile(r"maximum number of service accounts", re.IGNORECASE)
+_CONCURRENT = re.compile(r"etag|concurrent", re.IGNORECASE)
+# Project policy writes naming an account IAM has not spread everywhere yet are refused
+# with "Service account X does not exist." for a few seconds after its creation.
+_UNKNOWN_MEMBER = re.compile(r"Service account \S+ does not exist", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class _Api:
+    name: str  # "IAM", in sentences
+    title: str  # "Identity and Access Management (IAM)"
+    service: str  # "iam.googleapis.com"
+
+
+_IAM = _Api("IAM", "Identity and Access Management (IAM)", "iam.googleapis.com")
+_RESOURCE_MANAGER = _Api(
+    "Resource Manager", "Cloud Resource Manager", "cloudresourcemanager.googleapis.com"
+)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What a call was doing, in words for the requester and as an IAM permission."""
+
+    api: _Api
+    doing: str  # "create service account kf-demo-vm in kf-proj"
+    verb: str  # "create service accounts"
+    permission: str  # "iam.serviceAccounts.create"
+    project: str
+    sets_policy: bool = False
+
+
+def _account_path(project: str, email: str) -> str:
+    return f"projects/{project}/serviceAccounts/{email}"
+
+
+def _email(project: str, account_id: str) -> str:
+    return f"{account_id}@{project}.iam.gserviceaccount.com"
+
+
+def _code_name(e: exceptions.GoogleAPICallError) -> str:
+    code = e.grpc_status_code
+    return code.name if code is not None else type(e).__name__
+
+
+def _permission_error(e: exceptions.GoogleAPICallError, call: _Call) -> PermanentError:
+    message = e.message or ""
+    if e.reason == "SERVICE_DISABLED" or "has not been used" in message:
+        return PermanentError(
+            f"the {call.api.title} API ({call.api.service}) is not enabled in "
+            f"{call.project}; enable it, then try again"
+        )
+    match = _PERMISSION.search(message)
+    permission = match.group(1) if match else call.permission
+    if "may not exist" in message:
+        # Google answers the same for a project that does not exist and one it may not see.
+        return PermanentError(
+            f"the bot's service account may not {call.verb} in {call.project} "
+            f"({permission}), or the project does not exist; check the project id, or ask "
+            "a project owner to grant it"
+        )
+    return PermanentError(
+        f"the bot's service account may not {call.verb} in {call.project} ({permission}); "
+        "ask a project owner to grant it"
+    )
+
+
+def _translate(e: exceptions.GoogleAPIError, call: _Call) -> Exception:
+    """The error kind for a library exception raised while doing ``call``."""
+    api = call.api.name
+    if isinstance(e, exceptions.RetryError):
+        return TemporaryError(
+            f"{api} did not answer in time to {call.doing}", delay=TRANSIENT_DELAY
+        )
+    if not isinstance(e, exceptions.GoogleAPICallError):
+        return TemporaryError(f"could not reach {api} to {call.doing}", delay=TRANSIENT_DELAY)
+    message = e.message or ""
+    if call.sets_policy and (
+        isinstance(e, exceptions.Aborted)
+        or (isinstance(e, exceptions.FailedPrecondition) and _CONCURRENT.search(message))
+    ):
+        return ConcurrentChange(
+            f"the IAM policy changed since it was read; will {call.doing} again",
+            delay=TRANSIENT_DELAY,
+        )
+    if isinstance(e, exceptions.TooManyRequests):
+        if _ACCOUNT_LIMIT.search(message):
+            # RESOURCE_EXHAUSTED with a one-day RetryInfo: not worth waiting for.
+            return PermanentError(
+                f"project {call.project} has reached its limit on service accounts, so the "
+                f"bot could not {call.doing}; delete unused service accounts or ask for a "
+                "quota increase"
+            )
+        return TemporaryError(
+            f"{api} is rate limiting; will {call.doing} later", delay=RATE_LIMIT_DELAY
+        )
+    if isinstance(e, exceptions.PermissionDenied):
+        return _permission_error(e, call)
+    if isinstance(
+        e,
+        exceptions.ServiceUnavailable
+        | exceptions.DeadlineExceeded
+        | exceptions.InternalServerError
+        | exceptions.Aborted
+        | exceptions.Unknown,
+    ):
+        return TemporaryError(
+            f"{api} did not answer ({_code_name(e)}); will {call.doing} later",
+            delay=TRANSIENT_DELAY,
+        )
+    if isinstance(e, exceptions.Unauthenticated):
+        return PermanentError(
+            "Google refused the bot's credentials; ask the bot's operators to check them"
+        )
+    if isinstance(e, exceptions.InvalidArgument):
+        if call.sets_policy and _UNKNOWN_MEMBER.search(message):
+            return TemporaryError(
+                f"IAM does not know a new service account everywhere yet; will {call.doing} later",
+                delay=TRANSIENT_DELAY,
+            )
+        return PermanentError(f"{api} refused to {call.doing}: {message}")
+    return PermanentError(f"{api} could not {call.doing}: {message}")
+
+
+def _missing_account(email: str, project: str) -> PermanentError:
+    return PermanentError(
+        f"service account {email} does not exist in {project}; if it was deleted, delete "
+        "this deployment and request it again"
+    )
+
+
+def _encode_etag(etag: bytes) -> str:
+    # Etags are opaque bytes, rarely valid UTF-8: base64 carries them back exactly.
+    return base64.b64encode(etag).decode("ascii")
+
+
+def _decode_etag(etag: str) -> bytes:
+    if not etag:
+        # An empty etag would make the write unconditional and could drop a concurrent
+        # grant: a caller bug, never something to send.
+        raise ValueError("refusing to write an IAM policy without the etag it was read with")
+    try:
+        return base64.b64decode(etag, validate=True)
+    except binascii.Error as e:
+        raise ValueError(f"not an etag this client read: {etag!r}") from e
+
+
+class _Conditions:
+    """The full condition (title, description) of each conditional binding read.
+
+    ``IamBinding`` carries only a condition's expression; the title and description must
+    still go back unchanged.  A write carries the etag of the policy it edits and is
+    refused unless that policy is still current, so the conditions remembered under
+    (resource, etag) are exactly those to send back."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_read: OrderedDict[tuple[str, bytes], dict[tuple[str, str], expr_pb2.Expr]]
+        self._by_read = OrderedDict()
+
+    def remember(self, resource: str, policy: policy_pb2.Policy) -> None:
+        found = {
+            (b.role, b.condition.expression): b.condition
+            for b in policy.bindings
+            if b.HasField("condition")
+        }
+        if not found:
+            return
+        with self._lock:
+            self._by_read[(resource, policy.etag)] = found
+            while len(self._by_read) > _REMEMBERED_POLICIES:
+                self._by_read.popitem(last=False)
+
+    def full(self, resource: str, etag: bytes, role: str, expression: str) -> expr_pb2.Expr:
+        with self._lock:
+            known = self._by_read.get((resource, etag), {}).get((role, expression))
+        if known is not None:
+            return known
+        return expr_pb2.Expr(expression=expression, title=NEW_CONDITION_TITLE)
+
+
+class IamClient:
+    """Service accounts and IAM policies in one project, as the steps see them."""
+
+    def __init__(
+        self,
+        iam: iam_admin_v1.IAMClient,
+        projects: resourcemanager_v3.ProjectsClient,
+        *,
+        read_retry: Retry | None = READ_RETRY,
+        timeout: float = CALL_TIMEOUT,
+    ) -> None:
+        self._iam = iam
+        self._projects = projects
+        self._read_retry = read_retry
+        self._timeout = timeout
+        self._conditions = _Conditions()
+
+    @classmethod
+    def connect(
+        cls, iam_emulator_host: str | None, resourcemanager_emulator_host: str | None
+    ) -> IamClient:
+        """Clients for each emulator host given (insecure, anonymous), else the API (ADC)."""
+        if iam_emulator_host is None:
+            iam = iam_admin_v1.IAMClient()
+        else:
+            iam = iam_admin_v1.IAMClient(
+                transport=IAMGrpcTransport(
+                    host=iam_emulator_host,
+                    credentials=AnonymousCredentials(),
+                    channel=grpc.insecure_channel(iam_emulator_host),
+                ),
+                client_options=ClientOptions(api_endpoint=iam_emulator_host),
+            )
+        if resourcemanager_emulator_host is None:
+            projects = resourcemanager_v3.ProjectsClient()
+        else:
+            projects = resourcemanager_v3.ProjectsClient(
+                transport=ProjectsGrpcTransport(
+                    host=resourcemanager_emulator_host,
+                    credentials=AnonymousCredentials(),
+                    channel=grpc.insecure_channel(resourcemanager_emulator_host),
+                ),
+                client_options=ClientOptions(api_endpoint=resourcemanager_emulator_host),
+            )
+        return cls(iam, projects)
+
+    # -- policies as plain values ------------------------------------------------------------
+
+    def _to_plain(self, resource: str, policy: policy_pb2.Policy) -> IamPolicy:
+        self._conditions.remember(resource, policy)
+        return IamPolicy(
+            bindings=tuple(
+                IamBinding(
+                    role=b.role,
+                    members=frozenset(b.members),
+                    condition=b.condition.expression if b.HasField("condition") else None,
+                )
+                for b in policy.bindings
+            ),
+            etag=_encode_etag(policy.etag),
+        )
+
+    def _to_proto(self, resource: str, policy: IamPolicy) -> policy_pb2.Policy:
+        etag = _decode_etag(policy.etag)
+        conditional = any(b.condition is not None for b in policy.bindings)
+        # Version 1 suffices without conditions; with one, IAM refuses anything below 3.
+        out = policy_pb2.Policy(version=POLICY_VERSION if conditional else 1, etag=etag)
+        for binding in policy.bindings:
+            added = out.bindings.add(role=binding.role, members=sorted(binding.members))
+            if binding.condition is not None:
+                added.condition.CopyFrom(
+                    self._conditions.full(resource, etag, binding.role, binding.condition)
+                )
+        return out
+
+    @staticmethod
+    def _read_request(resource: str) -> iam_policy_pb2.GetIamPolicyRequest:
+        return iam_policy_pb2.GetIamPolicyRequest(
+            resource=resource,
+            options=options_pb2.GetPolicyOptions(requested_policy_version=POLICY_VERSION),
+        )
+
+    # -- service accounts --------------------------------------------------------------------
+
+    def service_account_exists(self, project: str, account_id: str) -> bool:
+        email = _email(project, account_id)
+        call = _Call(
+            _IAM,
+            f"look up service account {account_id} in {project}",
+            "read service accounts",
+            "iam.serviceAccounts.get",
+            project,
+        )
+        try:
+            self._iam.get_service_account(
+                name=_account_path(project, email),
+                retry=self._read_retry,
+                timeout=self._timeout,
+            )
+        except exceptions.NotFound:
+            return False
+        except exceptions.GoogleAPIError as e:
+            raise _translate(e, call) from e
+        return True
+
+    def create_service_account(self, project: str, account_id: str, display_name: str) -> None:
+        call = _Call(
+            _IAM,
+            f"create service account {account_id} in {project}",
+            "create service accounts",
+            "iam.serviceAccounts.create",
+            project,
+        )
+        try:
+            self._iam.create_service_account(
+                name=f"projects/{project}",
+                account_id=account_id,
+                service_account=iam_admin_v1.ServiceAccount(display_name=display_name),
+                retry=None,
+                timeout=self._timeout,
+            )
+        except exceptions.AlreadyExists:
+            return  # another delivery of this request made it first
+        except exceptions.GoogleAPIError as e:
+            raise _translate(e, call) from e
+
+    # -- a service account's own IAM policy --------------------------------------------------
+
+    def get_service_account_iam_policy(self, project: str, email: str) -> IamPolicy:
+        resource = _account_path(project, email)
+        call = _Call(
+            _IAM,
+            f"read the IAM policy of service account {email}",
+            "read service accounts' IAM policies",
+            "iam.serviceAccounts.getIamPolicy",
+            project,
+        )
+        try:
+            policy = self._iam.get_iam_policy(
+                request=self._read_request(resource),
+                retry=self._read_retry,
+                timeout=self._timeout,
+            )
+        except exceptions.NotFound as e:
+            raise _missing_account(email, project) from e
+        except exceptions.GoogleAPIError as e:
+            raise _translate(e, call) from e
+        return self._to_plain(resource, policy)
+
+    def set_service_account_iam_policy(
+        self, project: str, email: str, policy: IamPolicy
+    ) -> IamPolicy:
+        resource = _account_path(project, email)
+        call = _Call(
+            _IAM,
+            f"update the IAM policy of service account {email}",
+            "change service accounts' IAM policies",
+            "iam.serviceAccounts.setIamPolicy",
+            project,
+            sets_policy=True,
+        )
+        request = iam_policy_pb2.SetIamPolicyRequest(
+            resource=resource, policy=self._to_proto(resource, policy)
+        )
+        try:
+            stored = self._iam.set_iam_policy(request=request, retry=None, timeout=self._timeout)
+        except exceptions.NotFound as e:
+            raise _missing_account(email, project) from e
+        except exceptions.GoogleAPIError as e:
+            raise _translate(e, call) from e
+        return self._to_plain(resource, stored)
+
+    # -- the project's IAM policy ------------------------------------------------------------
+
+    def get_project_iam_policy(self, project: str) -> IamPolicy:
+        resource = f"projects/{project}"
+        call = _Call(
+            _RESOURCE_MANAGER,
+            f"read the IAM policy of project {project}",
+            "read the project's IAM policy",
+            "resourcemanager.projects.getIamPolicy",
+            project,
+        )
+        try:
+            policy = self._projects.get_iam_policy(
+                request=self._read_request(resource),
+                retry=self._read_retry,
+                timeout=self._timeout,
+            )
+        except exceptions.GoogleAPIError as e:
+            raise _translate(e, call) from e
+        return self._to_plain(resource, policy)
+
+    def set_project_iam_policy(self, project: str, policy: IamPolicy) -> IamPolicy:
+        resource = f"projects/{project}"
+        call = _Call(
+            _RESOURCE_MANAGER,
+            f"update the IAM policy of project {project}",
+            "change the project's IAM policy",
+            "resourcemanager.projects.setIamPolicy",
+            project,
+            sets_policy=True,
+        )
+        request = iam_policy_pb2.SetIamPolicyRequest(
+            resource=resource, policy=self._to_proto(resource, policy)
+        )
+        try:
+            stored = self._projects.set_iam_policy(
+                request=request, retry=None, timeout=self._timeout
+            )
+        except exceptions.GoogleAPIError as e:
+            raise _translate(e, call) from e
+        return self._to_plain(resource, stored)
