@@ -143,7 +143,7 @@ def worker(settings: Settings) -> int:
         runtime = build_runtime(settings, _NoChat(), _NoChat(), notifier=LogNotifier())
     stop = threading.Event()
     _stop_on_signals(stop)
-    runtime.queue.consume(runtime.worker.handle)
+    runtime.queue.consume(runtime.worker.handle, max_in_flight=settings.worker_concurrency)
     log.info("worker consuming %s", settings.pubsub_subscription)
     stop.wait()
     # Stop pulling; what is in hand finishes or, unacknowledged, is redelivered.

@@ -43,6 +43,23 @@ class Settings(BaseSettings):
     background_threads: int = Field(16, ge=1, le=256, alias="KUBEFLOW_BOT_BACKGROUND_THREADS")
     log_level: str = Field("INFO", alias="KUBEFLOW_BOT_LOG_LEVEL")
 
+    # The worker: requests in hand at once, how long a delivery holds a request before
+    # another may take over, and an optional cap on how long it waits to look again at
+    # a pending cloud operation (each step says how long it wants; this shortens it).
+    worker_concurrency: int = Field(8, ge=1, le=1000, alias="KUBEFLOW_BOT_WORKER_CONCURRENCY")
+    lease_seconds: float = Field(300.0, ge=1.0, le=3600.0, alias="KUBEFLOW_BOT_LEASE_SECONDS")
+    max_poll_seconds: float | None = Field(
+        None, ge=1.0, le=600.0, alias="KUBEFLOW_BOT_MAX_POLL_SECONDS"
+    )
+
+    # Local stand-ins for Google's APIs (plaintext host:port, anonymous credentials), as
+    # PUBSUB_EMULATOR_HOST is for Pub/Sub; unset means the real API.
+    container_emulator_host: str | None = None
+    compute_emulator_host: str | None = None
+    resourcemanager_emulator_host: str | None = None
+    serviceusage_emulator_host: str | None = None
+    iam_emulator_host: str | None = None
+
     @property
     def slack_configured(self) -> bool:
         return self.slack_bot_token is not None and self.slack_signing_secret is not None

@@ -11,7 +11,7 @@ import gzip
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -89,10 +89,28 @@ def build_queue(settings: Settings) -> Queue:
 
 def build_cloud(settings: Settings) -> Cloud:
     if settings.cloud == "gcp":
-        raise ConfigurationError(
-            "KUBEFLOW_BOT_CLOUD=gcp: the Google Cloud clients are not part of this version; "
-            "unset it to plan on the dry-run cloud"
-        )
+        # Imported here: Google's client libraries take about a second to import, which
+        # the embedded defaults (the dry-run cloud) need not pay at every start.
+        from google.auth.exceptions import DefaultCredentialsError  # noqa: PLC0415
+
+        from provisioning.gcp_cloud import EmulatorHosts, GcpCloud  # noqa: PLC0415
+
+        try:
+            return GcpCloud.connect(
+                EmulatorHosts(
+                    container=settings.container_emulator_host,
+                    compute=settings.compute_emulator_host,
+                    resourcemanager=settings.resourcemanager_emulator_host,
+                    serviceusage=settings.serviceusage_emulator_host,
+                    iam=settings.iam_emulator_host,
+                )
+            )
+        except DefaultCredentialsError as e:
+            raise ConfigurationError(
+                "KUBEFLOW_BOT_CLOUD=gcp needs Google credentials (Application Default "
+                "Credentials): run with a service account on Google Cloud, or set "
+                "GOOGLE_APPLICATION_CREDENTIALS to a key file"
+            ) from e
     return DryRunCloud()
 
 
@@ -143,6 +161,8 @@ def build_runtime(
         notifier or ChatNotifier(chat, store, clock),
         clock,
         manifests=manifest_loader(settings.manifests_path),
+        lease=timedelta(seconds=settings.lease_seconds),
+        max_poll_seconds=settings.max_poll_seconds,
     )
     return Runtime(
         settings=settings,
@@ -176,7 +196,9 @@ class SlackRuntime:
     def start(self) -> None:
         if self.in_process_worker:
             # Embedded defaults: the worker lives here, so one process is a whole bot.
-            self.runtime.queue.consume(self.runtime.worker.handle)
+            self.runtime.queue.consume(
+                self.runtime.worker.handle, max_in_flight=self.runtime.settings.worker_concurrency
+            )
         self.sweeper.start()
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ environment.  Library exceptions stop here: they become ``QueueError``, chained.
 Delivery policy on Pub/Sub:
 
 * ``Ack`` acks the message.
-* ``Retry(after_seconds)`` defers it: its ack deadline is set to that many seconds (10 to
+* ``Retry(after_seconds)`` defers it: its ack deadline is set to that many seconds (1 to
   600) and it is dropped from the client's lease management, so Pub/Sub redelivers it
   then.  Merely not acking would not defer: the client keeps extending the lease of every
   message it holds.  ``Retry`` under a second, and a handler that raises, nack it: it
@@ -53,8 +53,11 @@ from provisioning.queue_message import MessageSchemaError, QueueMessage, decode,
 
 log = logging.getLogger(__name__)
 
-MIN_ACK_DEADLINE = 10
-MAX_ACK_DEADLINE = 600
+# A modack takes 0 to 600 s.  The client advises against deadlines under 10 s for leases
+# it must keep; a deferred message is one this worker has let go, and coming back a
+# little early only means one more look.
+MIN_DEFER_SECONDS = 1
+MAX_DEFER_SECONDS = 600
 MIN_LEASE_EXTENSION_SECONDS = 10
 MAX_LEASE_EXTENSION_SECONDS = 600
 MIN_DELIVERY_ATTEMPTS = 5
@@ -261,8 +264,8 @@ class PubSubQueue:
                 # look again, then drop it from the client's lease management (which
                 # would otherwise keep extending it).  Pub/Sub redelivers it when the
                 # deadline passes, and meanwhile it holds no thread and no flow-control
-                # slot here.  Ack deadlines run from 10 s to 600 s.
-                deadline = round(min(max(after, MIN_ACK_DEADLINE), MAX_ACK_DEADLINE))
+                # slot here.
+                deadline = round(min(max(after, MIN_DEFER_SECONDS), MAX_DEFER_SECONDS))
                 received.modify_ack_deadline(deadline)
                 received.drop()
             case Retry():

@@ -48,6 +48,7 @@ class Worker:
         manifests: ManifestLoader | None = None,
         max_parallel_steps: int = 4,
         lease: timedelta = DEFAULT_LEASE,
+        max_poll_seconds: float | None = None,
     ) -> None:
         self._store = store
         self._cloud = cloud
@@ -56,6 +57,7 @@ class Worker:
         self._manifests = manifests
         self._max_parallel = max_parallel_steps
         self._lease = lease
+        self._max_poll = max_poll_seconds
         self._identity = f"{socket.gethostname()}:{os.getpid()}"
 
     def handle(self, message: QueueMessage, attempt: int | None) -> HandleResult:
@@ -146,7 +148,10 @@ class Worker:
         reports = tuple(result.reports[s.name] for s in steps)
 
         if result.status is RunStatus.PENDING:
-            return Retry(result.retry_after)
+            wait = result.retry_after
+            if self._max_poll is not None:
+                wait = min(wait, self._max_poll)
+            return Retry(wait)
         try:
             if result.status is RunStatus.FAILED:
                 reason = f"{result.failed_step}: {result.failure}"

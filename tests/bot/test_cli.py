@@ -59,10 +59,18 @@ def test_worker_without_pubsub_names_the_variables() -> None:
     assert "PUBSUB_TOPIC" in result.stderr
 
 
-def test_gcp_cloud_is_refused_clearly_until_its_clients_exist() -> None:
-    result = run("console", KUBEFLOW_BOT_CLOUD="gcp")
+def test_the_gcp_cloud_without_google_credentials_is_refused_clearly(tmp_path: Path) -> None:
+    result = run(
+        "console",
+        KUBEFLOW_BOT_CLOUD="gcp",
+        # No key file, no gcloud login, and no looking for a metadata server.
+        GOOGLE_APPLICATION_CREDENTIALS="",
+        CLOUDSDK_CONFIG=str(tmp_path),
+        NO_GCE_CHECK="True",
+    )
     assert result.returncode == 2
-    assert "KUBEFLOW_BOT_CLOUD=gcp" in result.stderr
+    assert "KUBEFLOW_BOT_CLOUD=gcp needs Google credentials" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_an_unknown_store_url_is_refused(tmp_path: Path) -> None:
