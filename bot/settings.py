@@ -35,6 +35,17 @@ class Settings(BaseSettings):
     pubsub_topic: str | None = None
     pubsub_subscription: str | None = None
     pubsub_emulator_host: str | None = None
+    # Where Pub/Sub moves a request delivered this many times (set when the bot creates
+    # the subscription); unset, a message that keeps failing keeps coming back, spaced by
+    # the retry backoff.  Pub/Sub counts every delivery, the worker's deferrals while a
+    # cluster provisions included, hence the high default.
+    pubsub_dead_letter_topic: str | None = None
+    max_delivery_attempts: int = Field(
+        100, ge=5, le=100, alias="KUBEFLOW_BOT_MAX_DELIVERY_ATTEMPTS"
+    )
+    # How long the worker extends its hold on a message at a time: a message held by a
+    # worker that died comes back after about this long.
+    pubsub_lease_seconds: int = Field(30, ge=10, le=600, alias="KUBEFLOW_BOT_PUBSUB_LEASE_SECONDS")
 
     port: int = Field(8080, ge=1, le=65535)
     # All interfaces by default, as App Engine and containers need; tests bind loopback.

@@ -83,7 +83,12 @@ def build_queue(settings: Settings) -> Queue:
         raise ConfigurationError("PUBSUB_TOPIC needs GOOGLE_CLOUD_PROJECT (the bot's own project)")
     assert settings.pubsub_topic and settings.pubsub_subscription
     return PubSubQueue(
-        settings.google_cloud_project, settings.pubsub_topic, settings.pubsub_subscription
+        settings.google_cloud_project,
+        settings.pubsub_topic,
+        settings.pubsub_subscription,
+        max_lease_seconds=settings.pubsub_lease_seconds,
+        dead_letter_topic=settings.pubsub_dead_letter_topic,
+        max_delivery_attempts=settings.max_delivery_attempts,
     )
 
 
