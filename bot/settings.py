@@ -43,8 +43,9 @@ class Settings(BaseSettings):
     max_delivery_attempts: int = Field(
         100, ge=5, le=100, alias="KUBEFLOW_BOT_MAX_DELIVERY_ATTEMPTS"
     )
-    # How long the worker extends its hold on a message at a time: a message held by a
-    # worker that died comes back after about this long.
+    # How long the worker holds a message at a time (the subscription's ack deadline,
+    # when the bot creates it, and each lease extension): a message held by a worker
+    # that died comes back after about this long.
     pubsub_lease_seconds: int = Field(30, ge=10, le=600, alias="KUBEFLOW_BOT_PUBSUB_LEASE_SECONDS")
 
     port: int = Field(8080, ge=1, le=65535)
@@ -70,6 +71,7 @@ class Settings(BaseSettings):
     resourcemanager_emulator_host: str | None = None
     serviceusage_emulator_host: str | None = None
     iam_emulator_host: str | None = None
+    servicemanagement_emulator_host: str | None = None
 
     @property
     def slack_configured(self) -> bool:

@@ -86,6 +86,9 @@ def build_queue(settings: Settings) -> Queue:
         settings.google_cloud_project,
         settings.pubsub_topic,
         settings.pubsub_subscription,
+        # One figure for both: how soon a message held by a worker that died comes back,
+        # whether the client had extended its lease or not yet.
+        ack_deadline_seconds=settings.pubsub_lease_seconds,
         max_lease_seconds=settings.pubsub_lease_seconds,
         dead_letter_topic=settings.pubsub_dead_letter_topic,
         max_delivery_attempts=settings.max_delivery_attempts,
@@ -108,6 +111,7 @@ def build_cloud(settings: Settings) -> Cloud:
                     resourcemanager=settings.resourcemanager_emulator_host,
                     serviceusage=settings.serviceusage_emulator_host,
                     iam=settings.iam_emulator_host,
+                    servicemanagement=settings.servicemanagement_emulator_host,
                 )
             )
         except DefaultCredentialsError as e:

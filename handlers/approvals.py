@@ -22,6 +22,10 @@ from provisioning.store import TransitionRefused
 log = logging.getLogger(__name__)
 
 STRANDED_AFTER = timedelta(minutes=1)
+# A queued or running request nobody has touched for this long, with no live lease, has
+# lost its queue message (a worker died and the queue did not give the message back):
+# longer than the longest a worker defers a request (10 minutes) and its lease.
+STALE_AFTER = timedelta(minutes=20)
 
 
 class Approvals:
@@ -206,30 +210,52 @@ class Approvals:
                 expired += 1
         return expired
 
-    def requeue_stranded(self, *, older_than: timedelta = STRANDED_AFTER) -> int:
-        """Publish approved requests whose publish failed earlier; returns how many.
+    def requeue_stranded(
+        self, *, older_than: timedelta = STRANDED_AFTER, stale_after: timedelta = STALE_AFTER
+    ) -> int:
+        """Publish requests whose queue message is missing; returns how many.
 
-        Only those approved at least ``older_than`` ago, so a request whose approval is
-        publishing right now is not published twice."""
+        Approved ones whose publish failed, once approved at least ``older_than`` ago (so
+        one being published right now is not published twice); and queued or running
+        ones with no live lease and no activity for ``stale_after``.  A message too many
+        does no harm: the worker reads the stored request, and its lease lets one
+        delivery act at a time."""
         count = 0
-        cutoff = self._d.clock() - older_than
+        now = self._d.clock()
+        cutoff = now - older_than
         for record in self._d.store.list(states={State.APPROVED}, limit=10_000):
             if record.decided_at and record.decided_at > cutoff:
                 continue
             if self._enqueue(record).state is State.QUEUED:
                 count += 1
+        idle_since = now - stale_after
+        for record in self._d.store.list(states={State.QUEUED, State.RUNNING}, limit=10_000):
+            leased = record.lease_until is not None and record.lease_until > now
+            if leased or record.updated_at > idle_since:
+                continue
+            try:
+                self._d.queue.publish(self._message(record))
+            except Exception:
+                log.exception("could not re-queue %s", record.id)
+                continue
+            log.info(
+                "re-queued %s: %s and idle since %s", record.id, record.state, record.updated_at
+            )
+            count += 1
         return count
 
-    def _enqueue(self, record: RequestRecord) -> RequestRecord:
-        d = self._d
-        message = QueueMessage(
+    def _message(self, record: RequestRecord) -> QueueMessage:
+        return QueueMessage(
             request_id=record.id,
             action=record.action,
             approved_by=record.decided_by or "?",
-            approved_at=record.decided_at or d.clock(),
+            approved_at=record.decided_at or self._d.clock(),
         )
+
+    def _enqueue(self, record: RequestRecord) -> RequestRecord:
+        d = self._d
         try:
-            d.queue.publish(message)
+            d.queue.publish(self._message(record))
         except Exception:
             log.exception("could not queue %s", record.id)
             self._reply(record, messages.queue_failed(record))

@@ -314,9 +314,17 @@ def ensure_iap_ingress(ctx: StepContext) -> StepResult:
     endpoint_changed = ctx.cloud.ensure_endpoint(spec.project, spec.host, address_name(spec.name))
     if summary.waiting_for:
         return StepResult(Outcome.PENDING, f"waiting for {', '.join(summary.waiting_for)}", 30.0)
-    if summary.applied == 0 and not endpoint_changed:
+    if ctx.cloud.dry_run:
+        return StepResult(Outcome.PLANNED, f"IAP ingress at {spec.host}")
+    if endpoint_changed:
+        # The Endpoints service, its config or its rollout is on its way: done only once
+        # a look finds nothing left to change.
+        return StepResult(
+            Outcome.PENDING, f"pointing {spec.host} at {address_name(spec.name)}", 10.0
+        )
+    if summary.applied == 0:
         return StepResult(Outcome.UNCHANGED, f"IAP ingress at {spec.host} in place")
-    return ctx.acted(Outcome.UPDATED, f"IAP ingress at {spec.host}")
+    return StepResult(Outcome.UPDATED, f"IAP ingress at {spec.host}")
 
 
 def ensure_requester_access(ctx: StepContext) -> StepResult:

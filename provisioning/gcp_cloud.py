@@ -7,13 +7,17 @@ to Google with Application Default Credentials.  Each adapter translates its lib
 errors; this class only delegates, and records every call that changes something so the
 request's checklist can say what was done (the engine drains them per step).
 
-Kubeflow on the cluster and Cloud Endpoints are not driven by this version: a step that
-needs them fails permanently with that said, after the cluster and GPU pool are ready.
+Objects go onto a cluster through its own API server, at the endpoint and with the CA
+certificate GKE reports for it, authenticated with an Application Default Credentials
+token (``kube_access``); one ``KubeApplier`` per cluster keeps its discovery between runs.
+``NAME.endpoints.PROJECT.cloud.goog`` is a Cloud Endpoints service pointing at the
+deployment's global address (``endpoints_client``).
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,15 +30,18 @@ from provisioning.cloud import (
     NodePoolRequest,
 )
 from provisioning.compute_client import ComputeClient
-from provisioning.errors import PermanentError
+from provisioning.endpoints_client import EndpointsClient
+from provisioning.errors import TemporaryError
 from provisioning.gke_client import GkeClient
 from provisioning.iam_client import IamClient
+from provisioning.kube_access import MAX_CACHED_CLUSTERS, AdcTokens, KubeClients
+from provisioning.kube_applier import KubeApplier
 from provisioning.service_usage_client import ServiceUsage
 
-NOT_YET = (
-    "this version of kubeflow-bot creates the cluster and GPU pool but does not yet install "
-    "Kubeflow or its IAP ingress; ask the bot's operators"
-)
+# How long one apply keeps retrying objects refused for now (a webhook not serving yet)
+# before it reports them as waited for: short, so a worker told to stop stops soon; the
+# step runs again anyway.
+APPLY_RETRY_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -46,30 +53,41 @@ class EmulatorHosts:
     resourcemanager: str | None = None
     serviceusage: str | None = None
     iam: str | None = None
+    servicemanagement: str | None = None
 
 
 class GcpCloud:
     def __init__(
         self,
+        *,
         service_usage: ServiceUsage,
         compute: ComputeClient,
         iam: IamClient,
         gke: GkeClient,
+        kube: KubeClients,
+        endpoints: EndpointsClient,
     ) -> None:
         self._service_usage = service_usage
         self._compute = compute
         self._iam = iam
         self._gke = gke
+        self._kube = kube
+        self._endpoints = endpoints
+        # As many as KubeClients keeps clients for, least recently used out first.
+        self._appliers: OrderedDict[tuple[str, str], KubeApplier] = OrderedDict()
+        self._appliers_lock = threading.Lock()
         # Steps run on pool threads; each drains the calls its own thread made.
         self._local = threading.local()
 
     @classmethod
     def connect(cls, hosts: EmulatorHosts) -> GcpCloud:
         return cls(
-            ServiceUsage.connect(hosts.serviceusage),
-            ComputeClient.connect(hosts.compute),
-            IamClient.connect(hosts.iam, hosts.resourcemanager),
-            GkeClient.connect(hosts.container),
+            service_usage=ServiceUsage.connect(hosts.serviceusage),
+            compute=ComputeClient.connect(hosts.compute),
+            iam=IamClient.connect(hosts.iam, hosts.resourcemanager),
+            gke=GkeClient.connect(hosts.container),
+            kube=KubeClients(AdcTokens()),
+            endpoints=EndpointsClient.connect(hosts.servicemanagement),
         )
 
     @property
@@ -177,11 +195,40 @@ class GcpCloud:
     def apply_objects(
         self, project: str, zone: str, cluster: str, objects: Sequence[Mapping[str, Any]]
     ) -> ApplySummary:
-        raise PermanentError(NOT_YET)
+        info = self._gke.get_cluster(project, zone, cluster)
+        if info is None or not info.endpoint or not info.ca_certificate:
+            raise TemporaryError(f"cluster {cluster} has no API endpoint yet", delay=10.0)
+        summary = self._applier(info.endpoint, info.ca_certificate).apply(objects)
+        if summary.applied:
+            self._did(f"kubernetes server-side apply {summary.applied} objects on {cluster}")
+        return summary
+
+    def _applier(self, endpoint: str, ca_certificate: str) -> KubeApplier:
+        with self._appliers_lock:
+            key = (endpoint, ca_certificate)
+            applier = self._appliers.get(key)
+            if applier is None:
+                applier = KubeApplier(
+                    self._kube.for_cluster(endpoint, ca_certificate),
+                    retry_deadline_seconds=APPLY_RETRY_SECONDS,
+                )
+                self._appliers[key] = applier
+                while len(self._appliers) > MAX_CACHED_CLUSTERS:
+                    self._appliers.popitem(last=False)
+            self._appliers.move_to_end(key)
+            return applier
 
     def ensure_endpoint(self, project: str, host: str, address_name: str) -> bool:
-        raise PermanentError(NOT_YET)
+        ip = self._compute.get_global_address(project, address_name)
+        if ip is None:
+            raise TemporaryError(f"global address {address_name} has no IP yet", delay=10.0)
+        changed = self._endpoints.ensure_endpoint(project, host, ip)
+        if changed:
+            self._did(f"servicemanagement.services rollout {host} -> {ip}")
+        return changed
 
     def delete_endpoint(self, project: str, host: str) -> bool:
-        # Nothing this version makes: a delete has no Endpoints service to remove.
-        return False
+        deleted = self._endpoints.delete_endpoint(project, host)
+        if deleted:
+            self._did(f"servicemanagement.services.delete {host}")
+        return deleted

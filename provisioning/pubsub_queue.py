@@ -13,12 +13,17 @@ Delivery policy on Pub/Sub:
 * ``Retry(after_seconds)`` defers it: its ack deadline is set to that many seconds (1 to
   600) and it is dropped from the client's lease management, so Pub/Sub redelivers it
   then.  Merely not acking would not defer: the client keeps extending the lease of every
-  message it holds.  ``Retry`` under a second, and a handler that raises, nack it: it
-  comes back at once, or after the subscription's retry backoff (``retry_backoff``).
-* A message this worker cannot decode (``MessageSchemaError``, e.g. a newer schema
-  version) is logged and nacked, so a newer worker on the same subscription may take it.
-  Without a dead-letter policy it keeps coming back (spaced by the retry backoff); with
-  ``dead_letter_topic`` it is moved there after ``max_delivery_attempts``.
+  message it holds.  ``Retry`` under a second nacks it: it comes back at once.
+* A handler that raises, and a message this worker cannot decode (``MessageSchemaError``,
+  e.g. a newer schema version, which a newer worker on the subscription may take), are
+  logged and deferred by ``failure_delay_seconds``.  Without a dead-letter policy such a
+  message keeps coming back at that pace; with ``dead_letter_topic`` it is moved there
+  after ``max_delivery_attempts``.
+
+The subscription gets no retry policy unless ``retry_backoff`` asks for one: Pub/Sub
+applies it to ack deadlines that run out as well as to nacks, so it would stretch every
+deferral above (a cluster looked at every 30 s would be looked at every 10 minutes after
+a few looks).  The queue spaces failures itself instead.
 
 The attempt passed to the handler is the message's ``delivery_attempt``, which Pub/Sub
 counts only when the subscription has a dead-letter policy (otherwise None).
@@ -77,7 +82,9 @@ class RetryBackoff:
     maximum_seconds: float = 600.0
 
 
-DEFAULT_RETRY_BACKOFF = RetryBackoff()
+# Seconds before a message whose handling failed, or that this worker cannot read, is
+# delivered again.
+DEFAULT_FAILURE_DELAY = 30
 
 
 class PubSubQueue:
@@ -98,7 +105,8 @@ class PubSubQueue:
         subscriber: SubscriberClient | None = None,
         ack_deadline_seconds: int = 60,
         max_lease_seconds: int = 30,
-        retry_backoff: RetryBackoff | None = DEFAULT_RETRY_BACKOFF,
+        retry_backoff: RetryBackoff | None = None,
+        failure_delay_seconds: int = DEFAULT_FAILURE_DELAY,
         dead_letter_topic: str | None = None,
         max_delivery_attempts: int = MIN_DELIVERY_ATTEMPTS,
         timeout_seconds: float = 30.0,
@@ -126,6 +134,12 @@ class PubSubQueue:
         self._ack_deadline_seconds = ack_deadline_seconds
         self._max_lease_seconds = max_lease_seconds
         self._retry_backoff = retry_backoff
+        if not MIN_DEFER_SECONDS <= failure_delay_seconds <= MAX_DEFER_SECONDS:
+            raise ValueError(
+                f"failure_delay_seconds must be between {MIN_DEFER_SECONDS} and "
+                f"{MAX_DEFER_SECONDS}, not {failure_delay_seconds}"
+            )
+        self._failure_delay = failure_delay_seconds
         self._max_delivery_attempts = max_delivery_attempts
         self._timeout = timeout_seconds
         self._lock = threading.Lock()
@@ -237,37 +251,31 @@ class PubSubQueue:
             message = decode(received.data)
         except MessageSchemaError as e:
             log.warning(
-                "nacking Pub/Sub message %s on %s that this worker cannot read: %s",
+                "deferring Pub/Sub message %s on %s that this worker cannot read: %s",
                 received.message_id,
                 self._subscription_path,
                 e,
             )
-            received.nack()
+            self._defer(received, self._failure_delay)
             return
         attempt = received.delivery_attempt
         try:
             result = handler(message, attempt)
         except Exception:
             log.exception(
-                "handler failed on %s (Pub/Sub message %s, attempt %s); nacking",
+                "handler failed on %s (Pub/Sub message %s, attempt %s); again in %d s",
                 message.request_id,
                 received.message_id,
                 attempt,
+                self._failure_delay,
             )
-            received.nack()
+            self._defer(received, self._failure_delay)
             return
         match result:
             case Ack():
                 received.ack()
             case Retry(after_seconds=after) if after >= 1:
-                # Defer: set the message's ack deadline to when the handler wants to
-                # look again, then drop it from the client's lease management (which
-                # would otherwise keep extending it).  Pub/Sub redelivers it when the
-                # deadline passes, and meanwhile it holds no thread and no flow-control
-                # slot here.
-                deadline = round(min(max(after, MIN_DEFER_SECONDS), MAX_DEFER_SECONDS))
-                received.modify_ack_deadline(deadline)
-                received.drop()
+                self._defer(received, after)
             case Retry():
                 # "Again now": a nack redelivers at once (or after the subscription's
                 # retry backoff, when it has one).
@@ -279,6 +287,15 @@ class PubSubQueue:
                     message.request_id,
                 )
                 received.nack()
+
+    @staticmethod
+    def _defer(received: Message, seconds: float) -> None:
+        # Set the message's ack deadline to when it should come back, then drop it from
+        # the client's lease management (which would otherwise keep extending it).
+        # Pub/Sub redelivers it when the deadline passes; meanwhile it holds no thread
+        # and no flow-control slot here.
+        received.modify_ack_deadline(round(min(max(seconds, MIN_DEFER_SECONDS), MAX_DEFER_SECONDS)))
+        received.drop()
 
     def _on_stream_done(self, future: StreamingPullFuture) -> None:
         if future.cancelled():

@@ -37,6 +37,14 @@ LEASE_RETRY_MIN_SECONDS = 5.0
 RUNNABLE = frozenset({State.APPROVED, State.QUEUED, State.RUNNING})
 
 
+def _said(result: HandleResult | None) -> str:
+    if result is None:
+        return "failed unexpectedly"
+    if isinstance(result, Retry):
+        return f"looking again in {result.after_seconds:.0f} s"
+    return "done"
+
+
 class Worker:
     def __init__(
         self,
@@ -92,9 +100,15 @@ class Worker:
                 wait,
             )
             return Retry(wait)
+        # Between these two lines this worker alone acts on the request: the lease is
+        # taken before the first and given back after the second.
+        log.info("request %s: working on it (delivery %s)", message.request_id, attempt or "?")
+        result: HandleResult | None = None
         try:
-            return self._handle(message, holder)
+            result = self._handle(message, holder)
+            return result
         finally:
+            log.info("request %s: letting go (%s)", message.request_id, _said(result))
             with contextlib.suppress(UnknownRequest):
                 self._store.release(message.request_id, holder=holder, at=self._now())
 

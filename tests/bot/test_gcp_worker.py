@@ -1,5 +1,8 @@
 """``KUBEFLOW_BOT_CLOUD=gcp`` end to end: Slack → Pub/Sub → worker → Google's APIs (fakes).
 
+The fake GKE hands out the fake Kubernetes API server as the cluster's endpoint, with its
+CA certificate; the worker reaches it with a token from the fake metadata server.
+
 ``kubeflow-bot serve`` and ``kubeflow-bot worker`` run as separate processes on the real
 Pub/Sub emulator; the worker's Google clients reach the local fakes through the
 ``<API>_EMULATOR_HOST`` variables, and its progress reaches the stand-in Slack.
@@ -15,17 +18,25 @@ from pathlib import Path
 import pytest
 from google.cloud import container_v1
 
+from provisioning.actions import IAP_ACCESSOR_ROLE
 from provisioning.create_steps import ACCOUNT_ROLES, REQUIRED_APIS, account_email
-from provisioning.gcp_cloud import NOT_YET
+from provisioning.iap_objects import INGRESS
 from provisioning.records import State
+from provisioning.spec import DeploymentSpec
 from tests.support.bot_process import BotLauncher
-from tests.support.google_fakes import PROJECT, GoogleFakes
+from tests.support.google_fakes import GKE_ADDON_TOKEN, PROJECT, GoogleFakes
 from tests.support.pubsub_emulator import PubSubNames
 from tests.support.slack_api import SlackApiStub
-from tests.support.slack_driver import APPROVER, REQUESTER, USERS, Slack, text_of
+from tests.support.slack_driver import APPROVER, DEMO_URL, REQUESTER, USERS, Slack, text_of
 
 ZONE = "us-central1-a"
+HOST = f"demo.endpoints.{PROJECT}.cloud.goog"
 FLOW_TIMEOUT = 60.0
+# The namespaces Kubeflow's bundle and the IAP objects need, as a small stand-in bundle.
+BUNDLE = "".join(
+    f"---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"
+    for name in ("kubeflow", "istio-system")
+)
 
 
 @pytest.fixture
@@ -59,12 +70,13 @@ def gcp_env(
         "PUBSUB_SUBSCRIPTION": names.subscription,
         "PUBSUB_EMULATOR_HOST": emulator,
         "KUBEFLOW_BOT_MAX_POLL_SECONDS": "1",
+        "KUBEFLOW_BOT_PUBSUB_LEASE_SECONDS": "10",
         "KUBEFLOW_BOT_MANIFESTS": str(manifests),
         **fakes.env(),
     }
 
 
-def test_an_approved_request_gets_its_cluster_and_gpu_pool_with_the_checklist_in_the_thread(  # noqa: PLR0917 - pytest fixtures
+def test_an_approved_request_runs_to_its_url_with_the_checklist_in_the_thread(  # noqa: PLR0917 - pytest fixtures
     launcher: BotLauncher,
     stub: SlackApiStub,
     fakes: GoogleFakes,
@@ -73,7 +85,7 @@ def test_an_approved_request_gets_its_cluster_and_gpu_pool_with_the_checklist_in
     pubsub_names: PubSubNames,
 ) -> None:
     manifests = tmp_path / "bundle.yaml"
-    manifests.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: kubeflow\n")
+    manifests.write_text(BUNDLE)
     env = gcp_env(fakes, pubsub_names, pubsub_emulator, manifests)
     shared = tmp_path / "shared.db"
     bot = launcher.start("serve", env=env, store_path=shared)
@@ -84,26 +96,33 @@ def test_an_approved_request_gets_its_cluster_and_gpu_pool_with_the_checklist_in
     slack.approve(card)
 
     head = f"`{card.request_id}` demo:"
-    slack.wait_reply(card, head, "the GKE cluster is running", timeout=FLOW_TIMEOUT)
-    failed = slack.wait_reply(card, f"`{card.request_id}` failed", timeout=FLOW_TIMEOUT)
-    # This version stops at the Kubeflow step, and says so in plain words; the GPU pool,
-    # which Kubeflow does not wait for, was asked for by then.
-    assert text_of(failed).startswith(f"<@{REQUESTER}>")
-    assert NOT_YET in text_of(failed)
+    milestones = [
+        slack.wait_reply(card, head, words, timeout=FLOW_TIMEOUT)
+        for words in (
+            "the GKE cluster is running",
+            "the GPU node pool is ready",
+            "Kubeflow is installed",
+        )
+    ]
+    ready = slack.wait_reply(card, "`demo` is ready: " + DEMO_URL, timeout=FLOW_TIMEOUT)
+    assert text_of(ready).startswith(f"<@{REQUESTER}>")
+    assert "nvidia-tesla-t4" in text_of(ready)
+    assert "/kubeflow grant EMAIL demo" in text_of(ready)
+    assert stub.calls.index(milestones[0]) < stub.calls.index(ready)
 
     # One status message, ticked off step by step in place.
     status, *others = [c for c in slack.thread_posts(card) if text_of(c).startswith(head)]
-    assert [text_of(c) for c in others if "is running" not in text_of(c)] == []
+    assert len(others) == len(milestones)
+    assert all(m in others for m in milestones)
     updates = [text_of(u) for u in slack.updates_of(str(status.response["ts"]))]
     assert len(updates) >= 4
     final = updates[-1]
-    for title in ("Enable the project's APIs", "GKE cluster", "GPU node pool"):
+    for title in ("Enable the project's APIs", "GKE cluster", "GPU node pool", "Kubeflow"):
         assert title in final
     record = bot.record(card.request_id)
-    assert record.state is State.FAILED
-    done = {s.name for s in record.steps if s.status == "done"}
-    assert done >= {"apis", "gpu_zone", "service_accounts", "static_ip", "cluster"}
-    assert "workload_identity" in done
+    assert record.state is State.SUCCEEDED
+    assert record.url == DEMO_URL
+    assert {s.status for s in record.steps} == {"done"}
 
     # What Google was asked for, once each.
     assert fakes.service_usage.enabled(PROJECT) >= frozenset(REQUIRED_APIS)
@@ -120,14 +139,24 @@ def test_an_approved_request_gets_its_cluster_and_gpu_pool_with_the_checklist_in
     [accelerator] = gpu_pool.config.accelerators
     assert (accelerator.accelerator_type, accelerator.accelerator_count) == ("nvidia-tesla-t4", 2)
     assert (gpu_pool.autoscaling.min_node_count, gpu_pool.autoscaling.max_node_count) == (0, 3)
-    assert list(fakes.compute.addresses(PROJECT)) == ["demo-ip"]
-    spec_like = record.action.spec  # type: ignore[union-attr]
+    [address] = fakes.compute.addresses(PROJECT).values()
+    assert address["name"] == "demo-ip"
+    spec = DeploymentSpec(name="demo", project=PROJECT, zone=ZONE)
     for suffix, roles in ACCOUNT_ROLES.items():
-        email = account_email(spec_like, suffix)
+        email = account_email(spec, suffix)
         assert fakes.iam.account(email) is not None
         for role in roles:
             assert f"serviceAccount:{email}" in fakes.resource_manager.members(PROJECT, role)
+    assert fakes.resource_manager.members(PROJECT, IAP_ACCESSOR_ROLE) == {
+        f"user:{USERS[REQUESTER]}"
+    }
     assert fakes.resource_manager.blind_sets == 0
     assert fakes.iam.blind_sets == 0
+    # Kubeflow and IAP on the cluster, with the bot's token from the metadata server.
+    assert fakes.kube.find("Namespace", "kubeflow") is not None
+    assert fakes.kube.find("Ingress", INGRESS, namespace="istio-system") is not None
+    bot_tokens = set(fakes.kube.tokens_seen) - {GKE_ADDON_TOKEN}
+    assert bot_tokens
+    assert bot_tokens <= set(fakes.metadata.tokens)
+    assert fakes.service_management.target_of(HOST) == address["address"]
     assert APPROVER in text_of(slack.wait_reply(card, "Approved by"))
-    assert stub.calls  # every Slack call was checked by the stub (its ``errors`` stay empty)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from handlers import action_ids
-from handlers.approvals import STRANDED_AFTER, Approvals
+from handlers.approvals import STALE_AFTER, STRANDED_AFTER, Approvals
 from handlers.authz import Authz
 from handlers.commands import Commands
 from handlers.deps import Deps
@@ -639,3 +639,27 @@ def test_requeue_stranded_publishes_an_approved_request_whose_publish_failed_aft
     bot.clock.advance(minutes=10)
     assert bot.approvals.requeue_stranded() == 0
     assert bot.published() == [record.id]
+
+
+def test_requeue_stranded_publishes_a_queued_request_idle_with_no_live_lease_again(
+    make_bot: MakeBot,
+) -> None:
+    bot = make_bot()
+    record = bot.file()
+    bot.approvals.approve(APPROVER, TEAM, record.id)
+    assert bot.published() == [record.id]
+
+    # Idle, but not long enough to be taken for lost.
+    bot.clock.advance(seconds=STALE_AFTER.total_seconds() - 60)
+    assert bot.approvals.requeue_stranded() == 0
+    # A worker holds it (its lease outlives the idle time): not lost either.
+    now = bot.clock()
+    bot.store.claim(record.id, holder="w1", until=now + 2 * STALE_AFTER, at=now)
+    bot.clock.advance(seconds=STALE_AFTER.total_seconds() + 60)
+    assert bot.approvals.requeue_stranded() == 0
+    # Its worker died: the lease ran out and nothing happened since.
+    bot.clock.advance(seconds=STALE_AFTER.total_seconds())
+    assert bot.approvals.requeue_stranded() == 1
+
+    assert bot.published() == [record.id, record.id]
+    assert bot.record(record.id).state is State.QUEUED

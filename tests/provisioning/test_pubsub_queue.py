@@ -2,11 +2,13 @@
 
 Every test gets its own topic and subscription (``pubsub_names``): the emulator keeps
 sending a closed stream's messages to it, so a subscription is never reused.  Queues are
-built without a retry policy so that nacked messages come back in ~50 ms.
+built as the bot builds them (no retry policy), with a one-second failure delay so that
+failed messages come back quickly.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -73,7 +75,7 @@ def make_queue(pubsub_names: PubSubNames) -> Iterator[MakeQueue]:
             "topic": pubsub_names.topic,
             "subscription": pubsub_names.subscription,
             "max_lease_seconds": 10,
-            "retry_backoff": None,
+            "failure_delay_seconds": 1,
         }
         arguments.update(overrides)
         queue = PubSubQueue(**arguments)
@@ -191,6 +193,24 @@ def test_retry_delivers_again_with_attempts_counted_under_a_dead_letter_policy(
     assert recorder.wait_for(3)
     assert not recorder.wait_for(4, timeout=QUIET)
     assert recorder.deliveries == [("kf-abc123", 1), ("kf-abc123", 2), ("kf-abc123", 3)]
+
+
+def test_repeated_deferrals_each_come_back_after_their_own_delay(make_queue: MakeQueue) -> None:
+    # A retry policy on the subscription would stretch each one (10 s, then more).
+    queue = make_queue()
+    arrivals: list[float] = []
+
+    def defer_four_times(msg: QueueMessage, attempt: int | None) -> HandleResult:
+        arrivals.append(time.monotonic())
+        return Retry(1) if len(arrivals) < 5 else Ack()
+
+    recorder = Recorder(defer_four_times)
+    queue.consume(recorder, max_in_flight=1)
+    queue.publish(message())
+
+    assert recorder.wait_for(5, timeout=20)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    assert all(0.9 <= gap < 5 for gap in gaps), gaps
 
 
 def test_a_message_whose_handler_raises_is_logged_and_delivered_again(
