@@ -104,6 +104,27 @@ class ClusterInfo:
 
 
 @dataclass(frozen=True)
+class IngressState:
+    """How far GKE is with an Ingress: its load balancer's address, the health of its
+    backends (from ``ingress.kubernetes.io/backends``), and its managed certificate."""
+
+    address: str | None = None
+    backends: Mapping[str, str] = field(default_factory=dict)
+    certificate: str | None = None  # ManagedCertificate status: Provisioning, Active, ...
+
+    def waiting_for(self, host: str) -> list[str]:
+        """What is not ready yet, in words for the checklist; empty when all is."""
+        waiting = []
+        if not self.address:
+            waiting.append("the load balancer's IP address")
+        if not self.backends or any(v != "HEALTHY" for v in self.backends.values()):
+            waiting.append("healthy backends")
+        if self.certificate != "Active":
+            waiting.append(f"the certificate for {host} ({self.certificate or 'not issued'})")
+        return waiting
+
+
+@dataclass(frozen=True)
 class ApplySummary:
     applied: int
     unchanged: int = 0
@@ -160,6 +181,18 @@ class Cloud(Protocol):
     def apply_objects(
         self, project: str, zone: str, cluster: str, objects: Sequence[Mapping[str, Any]]
     ) -> ApplySummary: ...
+    def ingress_state(
+        self,
+        project: str,
+        zone: str,
+        cluster: str,
+        *,
+        namespace: str,
+        ingress: str,
+        certificate: str,
+    ) -> IngressState | None:
+        """The Ingress and its ManagedCertificate as GKE reports them; None on a dry run."""
+
     def ensure_endpoint(self, project: str, host: str, address_name: str) -> bool:
         """Point ``host`` at the address; True when something had to change."""
 

@@ -14,6 +14,9 @@ from provisioning.cloud import ClusterRequest, IamPolicy, NodePoolRequest
 from provisioning.engine import Outcome, Step, StepContext, StepResult, check_graph
 from provisioning.errors import PermanentError
 from provisioning.iam_edits import edit_project_policy, read_modify_write
+from provisioning.iap_objects import CERTIFICATE as IAP_CERTIFICATE
+from provisioning.iap_objects import INGRESS as IAP_INGRESS
+from provisioning.iap_objects import NAMESPACE as IAP_NAMESPACE
 from provisioning.iap_objects import iap_objects
 from provisioning.spec import DeploymentSpec, region_of
 
@@ -322,6 +325,18 @@ def ensure_iap_ingress(ctx: StepContext) -> StepResult:
         return StepResult(
             Outcome.PENDING, f"pointing {spec.host} at {address_name(spec.name)}", 10.0
         )
+    state = ctx.cloud.ingress_state(
+        spec.project,
+        spec.zone,
+        spec.name,
+        namespace=IAP_NAMESPACE,
+        ingress=IAP_INGRESS,
+        certificate=IAP_CERTIFICATE,
+    )
+    waiting = state.waiting_for(spec.host) if state is not None else []
+    if waiting:
+        # GKE takes minutes for the load balancer and up to an hour for the certificate.
+        return StepResult(Outcome.PENDING, f"waiting for {', '.join(waiting)}", 30.0)
     if summary.applied == 0:
         return StepResult(Outcome.UNCHANGED, f"IAP ingress at {spec.host} in place")
     return StepResult(Outcome.UPDATED, f"IAP ingress at {spec.host}")

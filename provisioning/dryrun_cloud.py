@@ -14,7 +14,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from provisioning.cloud import ApplySummary, ClusterInfo, ClusterRequest, IamPolicy, NodePoolRequest
+from provisioning.cloud import (
+    ApplySummary,
+    ClusterInfo,
+    ClusterRequest,
+    IamPolicy,
+    IngressState,
+    NodePoolRequest,
+)
 
 
 def _fields(values: Mapping[str, object]) -> str:
@@ -191,6 +198,21 @@ class DryRunCloud:
             f"{len(objects)} objects ({top})"
         )
         return ApplySummary(applied=len(objects))
+
+    def ingress_state(
+        self,
+        project: str,
+        zone: str,
+        cluster: str,
+        *,
+        namespace: str,
+        ingress: str,
+        certificate: str,
+    ) -> IngressState | None:
+        self._record(
+            f"kubernetes get Ingress {namespace}/{ingress}, ManagedCertificate {certificate}"
+        )
+        return None
 
     def ensure_endpoint(self, project: str, host: str, address_name: str) -> bool:
         self._record(

@@ -22,11 +22,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from provisioning import kube_status
 from provisioning.cloud import (
     ApplySummary,
     ClusterInfo,
     ClusterRequest,
     IamPolicy,
+    IngressState,
     NodePoolRequest,
 )
 from provisioning.compute_client import ComputeClient
@@ -217,6 +219,26 @@ class GcpCloud:
                     self._appliers.popitem(last=False)
             self._appliers.move_to_end(key)
             return applier
+
+    def ingress_state(
+        self,
+        project: str,
+        zone: str,
+        cluster: str,
+        *,
+        namespace: str,
+        ingress: str,
+        certificate: str,
+    ) -> IngressState | None:
+        info = self._gke.get_cluster(project, zone, cluster)
+        if info is None or not info.endpoint or not info.ca_certificate:
+            raise TemporaryError(f"cluster {cluster} has no API endpoint yet", delay=10.0)
+        return kube_status.ingress_state(
+            self._kube.for_cluster(info.endpoint, info.ca_certificate),
+            namespace=namespace,
+            ingress=ingress,
+            certificate=certificate,
+        )
 
     def ensure_endpoint(self, project: str, host: str, address_name: str) -> bool:
         ip = self._compute.get_global_address(project, address_name)

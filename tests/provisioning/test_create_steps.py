@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +25,7 @@ from provisioning.actions import (
     GrantAction,
     RevokeAction,
 )
-from provisioning.cloud import IamPolicy
+from provisioning.cloud import IamPolicy, IngressState
 from provisioning.create_steps import (
     ACCOUNT_ROLES,
     CREATE_STEPS,
@@ -675,3 +676,56 @@ def test_a_stocked_out_gpu_pool_names_the_zones_that_offer_the_gpu() -> None:
         f"the GPU node pool could not be created: {ZONE} has run out of n1-standard-8 with "
         "T4 (GCE_STOCKOUT); zones that offer it: us-central1-c, europe-west4-a"
     )
+
+
+# -- IAP: the URL is announced only once it works -------------------------------------------
+
+
+def test_the_iap_step_waits_for_the_certificate_then_finishes() -> None:
+    cloud = memory_cloud()
+    cloud.ingress = IngressState(
+        address="34.120.0.1", backends={"k8s-be-30000--abc": "HEALTHY"}, certificate="Provisioning"
+    )
+    ctx = context(cloud, create())
+    reports: dict[str, StepReport] = {}
+    for _ in range(10):
+        result = run_steps(CREATE_STEPS, ctx, reports, lambda _r: None)
+        reports = result.reports
+        if reports["iap"].status is StepStatus.RUNNING and "certificate" in reports["iap"].detail:
+            break
+
+    assert result.status is RunStatus.PENDING
+    assert reports["iap"].detail == f"waiting for the certificate for {HOST} (Provisioning)"
+    assert reports["access"].status is StepStatus.PENDING
+
+    cloud.ingress = replace(cloud.ingress, certificate="Active")
+    done = run_steps(CREATE_STEPS, ctx, reports, lambda _r: None)
+
+    assert done.status is RunStatus.DONE
+    assert done.reports["access"].status is StepStatus.DONE
+
+
+@pytest.mark.parametrize(
+    ("state", "waiting"),
+    [
+        (
+            IngressState(),
+            [
+                "the load balancer's IP address",
+                "healthy backends",
+                "the certificate for h (not issued)",
+            ],
+        ),
+        (
+            IngressState(
+                address="1.2.3.4", backends={"a": "HEALTHY", "b": "UNHEALTHY"}, certificate="Active"
+            ),
+            ["healthy backends"],
+        ),
+        (IngressState(address="1.2.3.4", backends={"a": "HEALTHY"}, certificate="Active"), []),
+    ],
+)
+def test_what_an_ingress_is_waiting_for_is_said_in_words(
+    state: IngressState, waiting: list[str]
+) -> None:
+    assert state.waiting_for("h") == waiting

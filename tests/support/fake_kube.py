@@ -45,7 +45,9 @@ What it serves:
 * Deployments (``apps``) become Available ``deployment_ready_seconds`` after creation
   (``never_available`` keeps named ones unavailable).  Ingresses (``networking.k8s.io``)
   get ``status.loadBalancer.ingress[0].ip`` and the ``ingress.kubernetes.io/backends``
-  annotation ``ingress_ready_seconds`` after creation (what GKE's ingress controller does,
+  annotation ``ingress_ready_seconds`` after creation, and ManagedCertificates (served once
+  their CRD is installed, as on GKE) turn from Provisioning to Active
+  ``certificate_ready_seconds`` after creation (what GKE's controllers do,
   see gcp-reference S13).
 * ``latency_seconds`` is slept before each answer.  Counters: ``request_counts`` by
   (HTTP method, Kind), ``applies_changed`` / ``applies_unchanged``, ``refusals``.
@@ -221,6 +223,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
 _CRD = ("apiextensions.k8s.io", "customresourcedefinitions")
 _DEPLOYMENT = ("apps", "deployments")
 _INGRESS = ("networking.k8s.io", "ingresses")
+_CERTIFICATE = ("networking.gke.io", "managedcertificates")
 _NAMESPACE = ("", "namespaces")
 _WEBHOOK_CONFIGS = ("mutatingwebhookconfigurations", "validatingwebhookconfigurations")
 _ADMISSION_GROUP = "admissionregistration.k8s.io"
@@ -588,6 +591,7 @@ class FakeKube(BackgroundServer):
         crd_establish_seconds: float = 0.2,
         deployment_ready_seconds: float = 0.3,
         ingress_ready_seconds: float = 0.5,
+        certificate_ready_seconds: float = 0.5,
         ingress_ip: str = "203.0.113.10",
         ingress_backends: Mapping[str, str] = DEFAULT_INGRESS_BACKENDS,
         latency_seconds: float = 0.0,
@@ -599,6 +603,7 @@ class FakeKube(BackgroundServer):
         self.crd_establish_seconds = crd_establish_seconds
         self.deployment_ready_seconds = deployment_ready_seconds
         self.ingress_ready_seconds = ingress_ready_seconds
+        self.certificate_ready_seconds = certificate_ready_seconds
         self.ingress_ip = ingress_ip
         self.ingress_backends = dict(ingress_backends)
         self.latency_seconds = latency_seconds
@@ -877,6 +882,14 @@ class FakeKube(BackgroundServer):
                 metadata.setdefault("annotations", {})[BACKENDS_ANNOTATION] = json.dumps(
                     self.ingress_backends, separators=(",", ":")
                 )
+        elif kind == _CERTIFICATE:
+            # What GKE's managed-certificate controller reports (gcp-reference S13).
+            domains = (stored.merged.get("spec") or {}).get("domains") or []
+            status = "Active" if stored.ready else "Provisioning"
+            obj["status"] = {
+                "certificateStatus": status,
+                "domainStatus": [{"domain": d, "status": status} for d in domains],
+            }
         return obj
 
     @staticmethod
@@ -1322,6 +1335,7 @@ class FakeKube(BackgroundServer):
             _CRD: self.crd_establish_seconds,
             _DEPLOYMENT: self.deployment_ready_seconds,
             _INGRESS: self.ingress_ready_seconds,
+            _CERTIFICATE: self.certificate_ready_seconds,
         }.get((rtype.group, rtype.plural))
         if delay is not None:
             stored.ready_at = stored.created_at + delay

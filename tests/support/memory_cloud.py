@@ -39,6 +39,7 @@ from provisioning.cloud import (
     ClusterRequest,
     IamBinding,
     IamPolicy,
+    IngressState,
     NodePoolRequest,
 )
 from provisioning.errors import ConcurrentChange, PermanentError, TemporaryError
@@ -122,6 +123,10 @@ class MemoryCloud:
         self.delete_polls = delete_polls
         self.apply_waits = apply_waits
         self.mutations: Counter[str] = Counter()
+        # What GKE reports for an applied Ingress; a test sets a state not ready yet.
+        self.ingress = IngressState(
+            address="34.120.0.1", backends={"k8s-be-30000--abc": "HEALTHY"}, certificate="Active"
+        )
         self.calls: Counter[str] = Counter()
 
         self._lock = threading.RLock()
@@ -537,6 +542,22 @@ class MemoryCloud:
                 self.apply_waits -= 1
                 waiting = tuple(f"{k[1]} {k[3]}" for k in list(stored)[:1])
             return ApplySummary(applied=applied, unchanged=unchanged, waiting_for=waiting)
+
+    def ingress_state(
+        self,
+        project: str,
+        zone: str,
+        cluster: str,
+        *,
+        namespace: str,
+        ingress: str,
+        certificate: str,
+    ) -> IngressState | None:
+        self._enter("ingress_state", f"{project}/{zone}/{cluster} {namespace}/{ingress}")
+        with self._lock:
+            if not self._objects.get((project, zone, cluster)):
+                return IngressState()
+            return self.ingress
 
     def ensure_endpoint(self, project: str, host: str, address_name: str) -> bool:
         self._enter("ensure_endpoint", f"{host} -> {address_name}")
