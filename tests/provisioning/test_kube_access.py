@@ -96,7 +96,7 @@ def test_the_applier_reports_a_wrong_ca_as_a_temporary_error_in_plain_words(
 ) -> None:
     api = api_client(endpoint(kube), make_certificates().ca_base64, StaticTokens())
     with pytest.raises(TemporaryError) as refused:
-        KubeApplier(api, discovery_cache_dir=tmp_path).apply([CONFIG_MAP])
+        KubeApplier(api).apply([CONFIG_MAP])
     assert "not signed by the cluster's CA" in str(refused.value)
     assert "static" not in str(refused.value)
 
@@ -114,7 +114,7 @@ def test_a_refused_connection_is_a_temporary_error(tmp_path: Path) -> None:
         address, ca = endpoint(kube), kube.ca_base64
     api = api_client(address, ca, StaticTokens())
     with pytest.raises(TemporaryError) as refused:
-        KubeApplier(api, discovery_cache_dir=tmp_path).apply([CONFIG_MAP])
+        KubeApplier(api).apply([CONFIG_MAP])
     assert "connection refused" in str(refused.value)
 
 

@@ -155,7 +155,7 @@ def make_applier(
         options.setdefault("clock", clock)
         options.setdefault("sleep", clock.advance)  # time passes only when the applier waits
         options.setdefault("retry_deadline_seconds", 10.0)
-        return KubeApplier(api, discovery_cache_dir=tmp_path, **options)
+        return KubeApplier(api, **options)
 
     return make
 
@@ -277,7 +277,7 @@ def test_refused_credentials_are_a_permanent_error(clock: FakeMonotonic, tmp_pat
     with FakeKube(clock=clock, tokens={"other"}) as kube:
         api = api_client(f"127.0.0.1:{kube.port}", kube.ca_base64, StaticTokens())
         with pytest.raises(PermanentError) as refused:
-            KubeApplier(api, discovery_cache_dir=tmp_path).apply([config_map(ns="default")])
+            KubeApplier(api).apply([config_map(ns="default")])
     assert "credentials were refused" in refused.value.user_message
     assert "Bearer" not in refused.value.user_message
 
@@ -357,7 +357,7 @@ def test_the_kubeflow_bundle_applies_and_reapplies_as_a_no_op(tmp_path: Path) ->
         latency_seconds=0.01, crd_establish_seconds=0.2, deployment_ready_seconds=0.3
     ) as kube:
         api = api_client(f"127.0.0.1:{kube.port}", kube.ca_base64, StaticTokens())
-        applier = KubeApplier(api, discovery_cache_dir=tmp_path)
+        applier = KubeApplier(api)
 
         started = time.monotonic()
         first = applier.apply(docs)
