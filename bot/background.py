@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -55,6 +57,11 @@ class Foreground:
 
 
 class BackgroundPool:
+    """Runs each job on one of ``workers`` threads.  With a ``foreground``, jobs wait in
+    a queue that one dispatcher thread releases to the workers once the front is quiet:
+    one thread watches for the quiet, however many jobs wait, so the waiting itself does
+    not compete with the acknowledgements."""
+
     def __init__(
         self,
         workers: int,
@@ -67,21 +74,55 @@ class BackgroundPool:
         self._foreground = foreground
         self._quiet = quiet
         self._max_defer = max_defer
+        self._waiting: deque[tuple[Callable[[], object], float]] = deque()
+        self._changed = threading.Condition()
+        self._closed = False
+        self._dispatcher: threading.Thread | None = None
+        if foreground is not None:
+            self._dispatcher = threading.Thread(
+                target=self._dispatch, args=(foreground,), name="listener-work-dispatch"
+            )
+            self._dispatcher.daemon = True
+            self._dispatcher.start()
 
     def __call__(self, work: Callable[[], object]) -> None:
-        clock = self._foreground.clock if self._foreground is not None else time.monotonic
-        self._pool.submit(self._run, work, clock() + self._max_defer)
+        if self._foreground is None:
+            self._pool.submit(self._run, work)
+            return
+        with self._changed:
+            self._waiting.append((work, self._foreground.clock() + self._max_defer))
+            self._changed.notify()
 
-    def _run(self, work: Callable[[], object], deadline: float) -> None:
-        if self._foreground is not None:
-            self._foreground.wait_until_quiet(deadline, quiet=self._quiet)
+    def _dispatch(self, foreground: Foreground) -> None:
+        while True:
+            with self._changed:
+                while not self._waiting and not self._closed:
+                    self._changed.wait()
+                if not self._waiting:
+                    return
+                oldest_deadline = self._waiting[0][1]
+            # After close() the front is gone: what waits runs at once.
+            if not self._closed:
+                foreground.wait_until_quiet(oldest_deadline, quiet=self._quiet)
+            with self._changed:
+                jobs = list(self._waiting)
+                self._waiting.clear()
+            for work, _ in jobs:
+                self._pool.submit(self._run, work)
+
+    @staticmethod
+    def _run(work: Callable[[], object]) -> None:
         try:
             work()
         except Exception:
             log.exception("listener work failed")
 
     def close(self, timeout: float = 30.0) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        if self._dispatcher is not None:
+            self._dispatcher.join(timeout)
         # ThreadPoolExecutor has no join timeout; shutdown(wait=True) is bounded by the
         # work itself, which is a few Slack and store calls.
-        del timeout
         self._pool.shutdown(wait=True, cancel_futures=False)

@@ -80,3 +80,41 @@ def test_the_pool_runs_work_after_the_front_goes_quiet_and_survives_failures() -
     assert done.wait(5.0)
     pool.close()
     assert started[0] - answered_at >= 0.05
+
+
+def test_jobs_waiting_for_a_busy_front_run_in_order_once_it_is_quiet() -> None:
+    foreground = Foreground()
+    pool = BackgroundPool(workers=1, foreground=foreground, quiet=0.05, max_defer=5.0)
+    ran: list[int] = []
+    busy = threading.Event()
+
+    def keep_answering() -> None:
+        while not busy.wait(0.01):
+            foreground.answered()
+
+    foreground.answered()
+    front = threading.Thread(target=keep_answering)
+    front.start()
+    for n in range(20):
+        pool(lambda n=n: ran.append(n))
+    time.sleep(0.2)
+    assert ran == []  # the front kept answering: nothing ran meanwhile
+    busy.set()
+    front.join()
+
+    pool.close()
+    assert ran == list(range(20))
+
+
+def test_closing_runs_what_still_waits_without_waiting_for_quiet() -> None:
+    foreground = Foreground()
+    pool = BackgroundPool(workers=2, foreground=foreground, quiet=60.0, max_defer=60.0)
+    ran = threading.Event()
+    foreground.answered()
+    pool(ran.set)
+
+    began = time.monotonic()
+    pool.close()
+
+    assert ran.is_set()
+    assert time.monotonic() - began < 5.0
