@@ -38,10 +38,15 @@ from google.cloud.servicemanagement_v1.services.service_manager.transports impor
 )
 from google.longrunning import operations_pb2
 from google.protobuf import wrappers_pb2
-from google.rpc import error_details_pb2, status_pb2
 
 from provisioning.errors import PermanentError, TemporaryError
-from provisioning.google_calls import CALL_TIMEOUT, READ_RETRY, TRANSIENT_DELAY
+from provisioning.google_calls import (
+    CALL_TIMEOUT,
+    READ_RETRY,
+    TRANSIENT_DELAY,
+    general_error,
+    operation_error,
+)
 
 # Seconds before the step engine tries again after a 429 or a per-minute limit.
 RATE_LIMIT_DELAY = 30.0
@@ -68,11 +73,6 @@ class _Call:
     verb: str  # "create Endpoints services"
     permission: str  # "servicemanagement.services.create"
     project: str
-
-
-def _code_name(e: exceptions.GoogleAPICallError) -> str:
-    code = e.grpc_status_code
-    return code.name if code is not None else type(e).__name__
 
 
 def _permission_error(e: exceptions.GoogleAPICallError, call: _Call) -> PermanentError:
@@ -117,36 +117,7 @@ def _translate(e: exceptions.GoogleAPIError, call: _Call) -> Exception:
         )
     if isinstance(e, exceptions.PermissionDenied):
         return _permission_error(e, call)
-    if isinstance(
-        e,
-        exceptions.ServiceUnavailable
-        | exceptions.DeadlineExceeded
-        | exceptions.ServerError
-        | exceptions.Aborted
-        | exceptions.Unknown,
-    ):
-        return TemporaryError(
-            f"Service Management did not answer ({_code_name(e)}); will {call.doing} later",
-            delay=TRANSIENT_DELAY,
-        )
-    if isinstance(e, exceptions.Unauthenticated):
-        return PermanentError(
-            "Google refused the bot's credentials; ask the bot's operators to check them"
-        )
-    if isinstance(e, exceptions.InvalidArgument):
-        return PermanentError(f"Service Management refused to {call.doing}: {message}")
-    return PermanentError(f"Service Management could not {call.doing}: {message}")
-
-
-def _status_error(status: status_pb2.Status) -> exceptions.GoogleAPICallError:
-    """The library exception a finished operation's ``error`` would have raised."""
-    info = None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            break
-    return exceptions.from_grpc_status(status.code, status.message, error_info=info)
+    return general_error(e, api="Service Management", doing=call.doing, message=message)
 
 
 def endpoint_config(project: str, host: str, ip: str) -> service_pb2.Service:
@@ -386,6 +357,6 @@ class EndpointsClient:
             except exceptions.GoogleAPIError as e:
                 raise _translate(e, call) from e
         if operation.done and operation.HasField("error") and operation.error.code:
-            error = _status_error(operation.error)
+            error = operation_error(operation.error)
             raise _translate(error, call) from error
         return bool(operation.done)

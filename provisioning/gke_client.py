@@ -27,7 +27,12 @@ from google.cloud.container_v1.services.cluster_manager.transports import (
 
 from provisioning.cloud import ClusterInfo, ClusterRequest, NodePoolRequest
 from provisioning.errors import PermanentError, TemporaryError
-from provisioning.google_calls import CALL_TIMEOUT, READ_RETRY, TRANSIENT_DELAY
+from provisioning.google_calls import (
+    CALL_TIMEOUT,
+    READ_RETRY,
+    TRANSIENT_DELAY,
+    general_error,
+)
 from provisioning.spec import region_of
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -126,30 +131,7 @@ def _translate(e: exceptions.GoogleAPIError, call: _Call) -> Exception:
         return _quota_error(e, call)
     if isinstance(e, exceptions.PermissionDenied):
         return _permission_error(e, call)
-    if isinstance(
-        e,
-        exceptions.ServiceUnavailable
-        | exceptions.DeadlineExceeded
-        | exceptions.InternalServerError
-        | exceptions.Aborted
-        | exceptions.Unknown,
-    ):
-        return TemporaryError(
-            f"GKE did not answer ({_code_name(e)}); will {call.doing} later",
-            delay=TRANSIENT_DELAY,
-        )
-    if isinstance(e, exceptions.Unauthenticated):
-        return PermanentError(
-            "Google refused the bot's credentials; ask the bot's operators to check them"
-        )
-    if isinstance(e, exceptions.InvalidArgument):
-        return PermanentError(f"GKE refused to {call.doing}: {message}")
-    return PermanentError(f"GKE could not {call.doing}: {message}")
-
-
-def _code_name(e: exceptions.GoogleAPICallError) -> str:
-    code = e.grpc_status_code
-    return code.name if code is not None else type(e).__name__
+    return general_error(e, api="GKE", doing=call.doing, message=message)
 
 
 def _problem(conditions: Any, zone: str, what: str) -> str | None:

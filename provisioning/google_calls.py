@@ -1,14 +1,18 @@
 """How the Google Cloud clients call their APIs: deadlines, read retries, delays.
 
-Shared by ``gke_client`` and ``compute_client`` (and the clients that follow), so every
-Google call is bounded the same way and a temporary failure asks the step engine to
-look again after the same delay.
+Shared by the Google clients (GKE, Compute, IAM, Service Usage, Service Management), so
+every Google call is bounded the same way, a temporary failure asks the step engine to
+look again after the same delay, and what no API-specific rule covers is told the same
+way.
 """
 
 from __future__ import annotations
 
 from google.api_core import exceptions
 from google.api_core.retry import Retry, if_exception_type
+from google.rpc import error_details_pb2, status_pb2
+
+from provisioning.errors import PermanentError, TemporaryError
 
 # Seconds before the step engine tries again after a temporary failure.
 TRANSIENT_DELAY = 10.0
@@ -23,3 +27,46 @@ READ_RETRY = Retry(
     multiplier=2.0,
     timeout=8.0,
 )
+
+# What a busy or briefly unreachable API answers: worth another look later.
+TRANSIENT_ERRORS = (
+    exceptions.ServiceUnavailable,
+    exceptions.DeadlineExceeded,
+    exceptions.ServerError,
+    exceptions.Aborted,
+    exceptions.Unknown,
+)
+
+
+def code_name(e: exceptions.GoogleAPICallError) -> str:
+    """``UNAVAILABLE``, ``DEADLINE_EXCEEDED``..., or the exception's class name."""
+    code = e.grpc_status_code
+    return code.name if code is not None else type(e).__name__
+
+
+def general_error(
+    e: exceptions.GoogleAPICallError, *, api: str, doing: str, message: str
+) -> Exception:
+    """The error kind every client ends with, once its own API's cases are handled."""
+    if isinstance(e, TRANSIENT_ERRORS):
+        return TemporaryError(
+            f"{api} did not answer ({code_name(e)}); will {doing} later", delay=TRANSIENT_DELAY
+        )
+    if isinstance(e, exceptions.Unauthenticated):
+        return PermanentError(
+            "Google refused the bot's credentials; ask the bot's operators to check them"
+        )
+    if isinstance(e, exceptions.InvalidArgument):
+        return PermanentError(f"{api} refused to {doing}: {message}")
+    return PermanentError(f"{api} could not {doing}: {message}")
+
+
+def operation_error(status: status_pb2.Status) -> exceptions.GoogleAPICallError:
+    """The library exception a finished long-running operation's ``error`` stands for."""
+    info = None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            break
+    return exceptions.from_grpc_status(status.code, status.message, error_info=info)

@@ -34,7 +34,12 @@ from google.type import expr_pb2
 
 from provisioning.cloud import IamBinding, IamPolicy
 from provisioning.errors import ConcurrentChange, PermanentError, TemporaryError
-from provisioning.google_calls import CALL_TIMEOUT, READ_RETRY, TRANSIENT_DELAY
+from provisioning.google_calls import (
+    CALL_TIMEOUT,
+    READ_RETRY,
+    TRANSIENT_DELAY,
+    general_error,
+)
 
 # Version 3 is the only one that carries conditions; reading at 1 would hand back
 # conditional bindings with renamed roles, which cannot be written back.
@@ -90,11 +95,6 @@ def _email(project: str, account_id: str) -> str:
     return f"{account_id}@{project}.iam.gserviceaccount.com"
 
 
-def _code_name(e: exceptions.GoogleAPICallError) -> str:
-    code = e.grpc_status_code
-    return code.name if code is not None else type(e).__name__
-
-
 def _permission_error(e: exceptions.GoogleAPICallError, call: _Call) -> PermanentError:
     message = e.message or ""
     if e.reason == "SERVICE_DISABLED" or "has not been used" in message:
@@ -148,30 +148,16 @@ def _translate(e: exceptions.GoogleAPIError, call: _Call) -> Exception:
         )
     if isinstance(e, exceptions.PermissionDenied):
         return _permission_error(e, call)
-    if isinstance(
-        e,
-        exceptions.ServiceUnavailable
-        | exceptions.DeadlineExceeded
-        | exceptions.InternalServerError
-        | exceptions.Aborted
-        | exceptions.Unknown,
+    if (
+        isinstance(e, exceptions.InvalidArgument)
+        and call.sets_policy
+        and _UNKNOWN_MEMBER.search(message)
     ):
         return TemporaryError(
-            f"{api} did not answer ({_code_name(e)}); will {call.doing} later",
+            f"IAM does not know a new service account everywhere yet; will {call.doing} later",
             delay=TRANSIENT_DELAY,
         )
-    if isinstance(e, exceptions.Unauthenticated):
-        return PermanentError(
-            "Google refused the bot's credentials; ask the bot's operators to check them"
-        )
-    if isinstance(e, exceptions.InvalidArgument):
-        if call.sets_policy and _UNKNOWN_MEMBER.search(message):
-            return TemporaryError(
-                f"IAM does not know a new service account everywhere yet; will {call.doing} later",
-                delay=TRANSIENT_DELAY,
-            )
-        return PermanentError(f"{api} refused to {call.doing}: {message}")
-    return PermanentError(f"{api} could not {call.doing}: {message}")
+    return general_error(e, api=api, doing=call.doing, message=message)
 
 
 def _missing_account(email: str, project: str) -> PermanentError:

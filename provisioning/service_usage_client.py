@@ -34,10 +34,15 @@ from google.cloud.service_usage_v1.services.service_usage.transports import (
     ServiceUsageGrpcTransport,
 )
 from google.longrunning import operations_pb2
-from google.rpc import error_details_pb2, status_pb2
 
 from provisioning.errors import PermanentError, TemporaryError
-from provisioning.google_calls import CALL_TIMEOUT, READ_RETRY, TRANSIENT_DELAY
+from provisioning.google_calls import (
+    CALL_TIMEOUT,
+    READ_RETRY,
+    TRANSIENT_DELAY,
+    general_error,
+    operation_error,
+)
 
 # Services per request: BatchEnableServices takes at most 20 (BatchGetServices 30), and
 # a request over the limit is refused whole.
@@ -114,11 +119,6 @@ def _permission_error(e: exceptions.GoogleAPICallError, call: _Call) -> Permanen
     )
 
 
-def _code_name(e: exceptions.GoogleAPICallError) -> str:
-    code = e.grpc_status_code
-    return code.name if code is not None else type(e).__name__
-
-
 def _translate(e: exceptions.GoogleAPIError, call: _Call) -> Exception:
     """The error kind for a library exception raised while doing ``call``."""
     if isinstance(e, exceptions.RetryError):
@@ -147,36 +147,7 @@ def _translate(e: exceptions.GoogleAPIError, call: _Call) -> Exception:
         return _quota_error(message, call)
     if isinstance(e, exceptions.PermissionDenied):
         return _permission_error(e, call)
-    if isinstance(
-        e,
-        exceptions.ServiceUnavailable
-        | exceptions.DeadlineExceeded
-        | exceptions.ServerError
-        | exceptions.Aborted
-        | exceptions.Unknown,
-    ):
-        return TemporaryError(
-            f"Service Usage did not answer ({_code_name(e)}); will {call.doing} later",
-            delay=TRANSIENT_DELAY,
-        )
-    if isinstance(e, exceptions.Unauthenticated):
-        return PermanentError(
-            "Google refused the bot's credentials; ask the bot's operators to check them"
-        )
-    if isinstance(e, exceptions.InvalidArgument):
-        return PermanentError(f"Service Usage refused to {call.doing}: {message}")
-    return PermanentError(f"Service Usage could not {call.doing}: {message}")
-
-
-def _status_error(status: status_pb2.Status) -> exceptions.GoogleAPICallError:
-    """The library exception a finished operation's ``error`` would have raised."""
-    info = None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            break
-    return exceptions.from_grpc_status(status.code, status.message, error_info=info)
+    return general_error(e, api="Service Usage", doing=call.doing, message=message)
 
 
 class ServiceUsage:
@@ -267,5 +238,5 @@ class ServiceUsage:
             except exceptions.GoogleAPIError as e:
                 raise _translate(e, call) from e
         if operation.done and operation.HasField("error") and operation.error.code:
-            error = _status_error(operation.error)
+            error = operation_error(operation.error)
             raise _translate(error, call) from error
