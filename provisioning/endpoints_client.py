@@ -26,12 +26,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 from google.api import endpoint_pb2, service_pb2
 from google.api_core import exceptions
-from google.api_core.client_options import ClientOptions
 from google.api_core.retry import Retry
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import servicemanagement_v1 as sm
 from google.cloud.servicemanagement_v1.services.service_manager.transports import (
     ServiceManagerGrpcTransport,
@@ -44,6 +41,7 @@ from provisioning.google_calls import (
     CALL_TIMEOUT,
     READ_RETRY,
     TRANSIENT_DELAY,
+    emulator_client,
     general_error,
     operation_error,
 )
@@ -151,15 +149,8 @@ class EndpointsClient:
         if emulator_host is None:
             # gRPC is the library's default transport; REST could not poll operations.
             return cls(sm.ServiceManagerClient(transport="grpc"))
-        transport = ServiceManagerGrpcTransport(
-            host=emulator_host,
-            credentials=AnonymousCredentials(),
-            channel=grpc.insecure_channel(emulator_host),
-        )
         return cls(
-            sm.ServiceManagerClient(
-                transport=transport, client_options=ClientOptions(api_endpoint=emulator_host)
-            )
+            emulator_client(sm.ServiceManagerClient, ServiceManagerGrpcTransport, emulator_host)
         )
 
     # -- the two Cloud methods -------------------------------------------------------------

@@ -15,11 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 from google.api_core import exceptions
-from google.api_core.client_options import ClientOptions
 from google.api_core.retry import Retry
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import container_v1
 from google.cloud.container_v1.services.cluster_manager.transports import (
     ClusterManagerGrpcTransport,
@@ -31,6 +28,7 @@ from provisioning.google_calls import (
     CALL_TIMEOUT,
     READ_RETRY,
     TRANSIENT_DELAY,
+    emulator_client,
     general_error,
 )
 from provisioning.spec import region_of
@@ -174,14 +172,9 @@ class GkeClient:
         """A client for ``emulator_host`` (insecure, anonymous) or, if None, for GKE (ADC)."""
         if emulator_host is None:
             return cls(container_v1.ClusterManagerClient())
-        transport = ClusterManagerGrpcTransport(
-            host=emulator_host,
-            credentials=AnonymousCredentials(),
-            channel=grpc.insecure_channel(emulator_host),
-        )
         return cls(
-            container_v1.ClusterManagerClient(
-                transport=transport, client_options=ClientOptions(api_endpoint=emulator_host)
+            emulator_client(
+                container_v1.ClusterManagerClient, ClusterManagerGrpcTransport, emulator_host
             )
         )
 

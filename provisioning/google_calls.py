@@ -8,11 +8,19 @@ way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
 from google.api_core import exceptions
+from google.api_core.client_options import ClientOptions
 from google.api_core.retry import Retry, if_exception_type
+from google.auth.credentials import AnonymousCredentials
 from google.rpc import error_details_pb2, status_pb2
 
 from provisioning.errors import PermanentError, TemporaryError
+
+C = TypeVar("C")
 
 # Seconds before the step engine tries again after a temporary failure.
 TRANSIENT_DELAY = 10.0
@@ -70,3 +78,11 @@ def operation_error(status: status_pb2.Status) -> exceptions.GoogleAPICallError:
             detail.Unpack(info)
             break
     return exceptions.from_grpc_status(status.code, status.message, error_info=info)
+
+
+def emulator_client(client_class: Callable[..., C], transport_class: Any, host: str) -> C:
+    """A gRPC library client for a local stand-in at ``host``: plaintext, anonymous."""
+    transport = transport_class(
+        host=host, credentials=AnonymousCredentials(), channel=grpc.insecure_channel(host)
+    )
+    return client_class(transport=transport, client_options=ClientOptions(api_endpoint=host))

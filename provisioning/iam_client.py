@@ -21,11 +21,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import grpc
 from google.api_core import exceptions
-from google.api_core.client_options import ClientOptions
 from google.api_core.retry import Retry
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import iam_admin_v1, resourcemanager_v3
 from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
 from google.cloud.resourcemanager_v3.services.projects.transports import ProjectsGrpcTransport
@@ -38,6 +35,7 @@ from provisioning.google_calls import (
     CALL_TIMEOUT,
     READ_RETRY,
     TRANSIENT_DELAY,
+    emulator_client,
     general_error,
 )
 
@@ -242,24 +240,14 @@ class IamClient:
         if iam_emulator_host is None:
             iam = iam_admin_v1.IAMClient()
         else:
-            iam = iam_admin_v1.IAMClient(
-                transport=IAMGrpcTransport(
-                    host=iam_emulator_host,
-                    credentials=AnonymousCredentials(),
-                    channel=grpc.insecure_channel(iam_emulator_host),
-                ),
-                client_options=ClientOptions(api_endpoint=iam_emulator_host),
-            )
+            iam = emulator_client(iam_admin_v1.IAMClient, IAMGrpcTransport, iam_emulator_host)
         if resourcemanager_emulator_host is None:
             projects = resourcemanager_v3.ProjectsClient()
         else:
-            projects = resourcemanager_v3.ProjectsClient(
-                transport=ProjectsGrpcTransport(
-                    host=resourcemanager_emulator_host,
-                    credentials=AnonymousCredentials(),
-                    channel=grpc.insecure_channel(resourcemanager_emulator_host),
-                ),
-                client_options=ClientOptions(api_endpoint=resourcemanager_emulator_host),
+            projects = emulator_client(
+                resourcemanager_v3.ProjectsClient,
+                ProjectsGrpcTransport,
+                resourcemanager_emulator_host,
             )
         return cls(iam, projects)
 

@@ -24,11 +24,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 from google.api_core import exceptions
-from google.api_core.client_options import ClientOptions
 from google.api_core.retry import Retry
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import service_usage_v1
 from google.cloud.service_usage_v1.services.service_usage.transports import (
     ServiceUsageGrpcTransport,
@@ -40,6 +37,7 @@ from provisioning.google_calls import (
     CALL_TIMEOUT,
     READ_RETRY,
     TRANSIENT_DELAY,
+    emulator_client,
     general_error,
     operation_error,
 )
@@ -169,14 +167,9 @@ class ServiceUsage:
         """A client for ``emulator_host`` (insecure, anonymous) or, if None, Google (ADC)."""
         if emulator_host is None:
             return cls(service_usage_v1.ServiceUsageClient())
-        transport = ServiceUsageGrpcTransport(
-            host=emulator_host,
-            credentials=AnonymousCredentials(),
-            channel=grpc.insecure_channel(emulator_host),
-        )
         return cls(
-            service_usage_v1.ServiceUsageClient(
-                transport=transport, client_options=ClientOptions(api_endpoint=emulator_host)
+            emulator_client(
+                service_usage_v1.ServiceUsageClient, ServiceUsageGrpcTransport, emulator_host
             )
         )
 

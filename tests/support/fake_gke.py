@@ -49,10 +49,9 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Self, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 import proto
@@ -66,7 +65,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from tests.support.serving import StartStop
+from tests.support.serving import GrpcFake
 
 SERVICE = "google.container.v1.ClusterManager"
 
@@ -241,7 +240,7 @@ def _now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class FakeGke(StartStop):
+class FakeGke(GrpcFake):
     """GKE ClusterManager over gRPC on 127.0.0.1; see the module docstring."""
 
     def __init__(
@@ -264,8 +263,7 @@ class FakeGke(StartStop):
         self._stockouts: list[str] = []
         self._requests: list[GkeCall] = []
         self._ids = itertools.count(1)
-        self._channels: list[grpc.Channel] = []
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+        self._grpc_server(max_workers)
         handlers: dict[str, tuple[Any, Callable[[Any], Any]]] = {
             "GetCluster": (container_v1.GetClusterRequest, self._get_cluster),
             "ListClusters": (container_v1.ListClustersRequest, self._list_clusters),
@@ -288,34 +286,8 @@ class FakeGke(StartStop):
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, rpc_handlers),)
         )
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
-        self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> Self:
-        if not self._started:
-            self._server.start()
-            self._started = True
-        return self
-
-    def stop(self) -> None:
-        for channel in self._channels:
-            channel.close()
-        self._channels.clear()
-        if self._started:
-            self._server.stop(grace=None).wait()
-            self._started = False
-
-    def channel(self) -> grpc.Channel:
-        """An insecure channel to the fake, closed by ``stop()``."""
-        channel = grpc.insecure_channel(self.target)
-        self._channels.append(channel)
-        return channel
 
     def client(self) -> container_v1.ClusterManagerClient:
         """A real ``ClusterManagerClient`` talking to this fake (anonymous, insecure)."""

@@ -59,9 +59,8 @@ import itertools
 import re
 import threading
 from collections.abc import Callable, Iterable
-from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 import grpc
 from google.api_core.client_options import ClientOptions
@@ -73,7 +72,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from tests.support.serving import StartStop
+from tests.support.serving import GrpcFake
 
 HOST = "127.0.0.1"
 SERVICE = "google.iam.admin.v1.IAM"
@@ -153,7 +152,7 @@ def _copy_account(account: iam_admin_v1.ServiceAccount) -> iam_admin_v1.ServiceA
     return iam_admin_v1.ServiceAccount.deserialize(iam_admin_v1.ServiceAccount.serialize(account))
 
 
-class FakeIam(StartStop):
+class FakeIam(GrpcFake):
     """IAM Admin v1 fake (service accounts and their IAM policies); see the module docstring.
 
     ``projects`` are the project ids accounts may be created in.  ``with FakeIam() as iam:``
@@ -172,17 +171,11 @@ class FakeIam(StartStop):
         self._unique_ids = itertools.count(104_857_600_000_000_000_001)
         self._sets = 0
         self._blind_sets = 0
-        self._max_workers = max_workers
-        self._server: grpc.Server | None = None
-        self._port = 0
-        self._channels: list[grpc.Channel] = []
+        self._register(self._grpc_server(max_workers))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> Self:
-        if self._server is not None:
-            return self
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._max_workers))
+    def _register(self, server: grpc.Server) -> None:
         handlers = {
             "GetServiceAccount": grpc.unary_unary_rpc_method_handler(
                 self._rpc("GetServiceAccount", self._get_service_account),
@@ -206,29 +199,10 @@ class FakeIam(StartStop):
             ),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        self._port = server.add_insecure_port(f"{HOST}:0")
-        server.start()
-        self._server = server
-        return self
-
-    def stop(self) -> None:
-        for channel in self._channels:
-            channel.close()
-        self._channels.clear()
-        if self._server is not None:
-            self._server.stop(grace=None).wait()
-            self._server = None
-
-    @property
-    def target(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeIam is not started")
-        return f"{HOST}:{self._port}"
 
     def client(self) -> iam_admin_v1.IAMClient:
         """A real ``IAMClient`` over an insecure channel to this fake (closed on stop)."""
-        channel = grpc.insecure_channel(self.target)
-        self._channels.append(channel)
+        channel = self.channel()
         transport = IAMGrpcTransport(
             host=self.target, credentials=AnonymousCredentials(), channel=channel
         )

@@ -33,7 +33,6 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Mapping
-from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +41,7 @@ from google.cloud import resourcemanager_v3
 from google.cloud.resourcemanager_v3.services.projects.transports import ProjectsGrpcTransport
 from google.iam.v1 import iam_policy_pb2, policy_pb2
 
-from tests.support.serving import StartStop
+from tests.support.serving import GrpcFake
 
 HOST = "127.0.0.1"
 SERVICE = "google.cloud.resourcemanager.v3.Projects"
@@ -98,7 +97,7 @@ class _State:
     sets: int = 0
 
 
-class FakeResourceManager(StartStop):
+class FakeResourceManager(GrpcFake):
     """Resource Manager v3 ``Projects`` fake (GetProject, GetIamPolicy, SetIamPolicy).
 
     ``projects`` maps project ids to project numbers.  ``with FakeResourceManager() as rm:``
@@ -113,14 +112,11 @@ class FakeResourceManager(StartStop):
             policy = policy_pb2.Policy(version=1, etag=self._next_etag())
             policy.bindings.add(role="roles/owner", members=[DEFAULT_OWNER])
             self._state.policies[project_id] = policy
-        self._server: grpc.Server | None = None
-        self._port = 0
-        self._channels: list[grpc.Channel] = []
+        self._register(self._grpc_server(max_workers=32))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> FakeResourceManager:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+    def _register(self, server: grpc.Server) -> None:
         handlers = {
             "GetProject": grpc.unary_unary_rpc_method_handler(
                 self._rpc("GetProject", self._get_project),
@@ -139,29 +135,10 @@ class FakeResourceManager(StartStop):
             ),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        self._port = server.add_insecure_port(f"{HOST}:0")
-        server.start()
-        self._server = server
-        return self
-
-    def stop(self) -> None:
-        for channel in self._channels:
-            channel.close()
-        self._channels.clear()
-        if self._server is not None:
-            self._server.stop(grace=None)
-            self._server = None
-
-    @property
-    def target(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeResourceManager is not started")
-        return f"{HOST}:{self._port}"
 
     def client(self) -> resourcemanager_v3.ProjectsClient:
         """A real ``ProjectsClient`` over an insecure channel to this fake (closed on stop)."""
-        channel = grpc.insecure_channel(self.target)
-        self._channels.append(channel)
+        channel = self.channel()
         return resourcemanager_v3.ProjectsClient(transport=ProjectsGrpcTransport(channel=channel))
 
     # -- test controls -----------------------------------------------------------------------

@@ -75,10 +75,9 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple
 
 import grpc
 import proto
@@ -94,7 +93,7 @@ from google.protobuf import any_pb2, empty_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from tests.support.serving import StartStop
+from tests.support.serving import GrpcFake
 
 SERVICE = "google.api.servicemanagement.v1.ServiceManager"
 OPERATIONS = "google.longrunning.Operations"
@@ -189,7 +188,7 @@ def _copy(op: operations_pb2.Operation) -> operations_pb2.Operation:
     return out
 
 
-class FakeServiceManagement(StartStop):
+class FakeServiceManagement(GrpcFake):
     """Service Management v1 over gRPC on 127.0.0.1; see the module docstring.
 
     ``projects`` are the producer projects the fake knows (by id).
@@ -215,8 +214,7 @@ class FakeServiceManagement(StartStop):
         self._op_faults: list[_Abort] = []
         self._requests: list[SmCall] = []
         self._ids = itertools.count(0)
-        self._channels: list[grpc.Channel] = []
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+        self._grpc_server(max_workers)
         methods: dict[str, tuple[Any, Callable[[Any], Any]]] = {
             "GetService": (sm.GetServiceRequest, self._get_service),
             "CreateService": (sm.CreateServiceRequest, self._create_service),
@@ -250,33 +248,12 @@ class FakeServiceManagement(StartStop):
                 grpc.method_handlers_generic_handler(OPERATIONS, operation_handlers),
             )
         )
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
-        self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> Self:
-        if not self._started:
-            self._server.start()
-            self._started = True
-        return self
-
-    def stop(self) -> None:
-        for channel in self._channels:
-            channel.close()
-        self._channels.clear()
-        if self._started:
-            self._server.stop(grace=None).wait()
-            self._started = False
-
     def client(self) -> sm.ServiceManagerClient:
         """A real ``ServiceManagerClient`` talking to this fake (anonymous, insecure)."""
-        channel = grpc.insecure_channel(self.target)
-        self._channels.append(channel)
+        channel = self.channel()
         transport = ServiceManagerGrpcTransport(
             host=self.target, credentials=AnonymousCredentials(), channel=channel
         )

@@ -63,9 +63,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple
 
 import grpc
 import proto
@@ -80,7 +79,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from tests.support.serving import StartStop
+from tests.support.serving import GrpcFake
 
 SERVICE = "google.api.serviceusage.v1.ServiceUsage"
 OPERATIONS = "google.longrunning.Operations"
@@ -189,7 +188,7 @@ def _pack(message: proto.Message) -> any_pb2.Any:
     return packed
 
 
-class FakeServiceUsage(StartStop):
+class FakeServiceUsage(GrpcFake):
     """Service Usage v1 over gRPC on 127.0.0.1; see the module docstring.
 
     ``projects`` maps project ids to numbers, ``enabled`` gives each project's services
@@ -223,8 +222,7 @@ class FakeServiceUsage(StartStop):
         self._op_faults: list[_Abort] = []
         self._requests: list[SuCall] = []
         self._ids = itertools.count(1)
-        self._channels: list[grpc.Channel] = []
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+        self._grpc_server(max_workers)
         su = service_usage_v1
         proto_plus: dict[str, tuple[Any, Callable[[Any], Any]]] = {
             "GetService": (su.GetServiceRequest, self._get_service),
@@ -254,33 +252,12 @@ class FakeServiceUsage(StartStop):
                 grpc.method_handlers_generic_handler(OPERATIONS, operation_handlers),
             )
         )
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
-        self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> Self:
-        if not self._started:
-            self._server.start()
-            self._started = True
-        return self
-
-    def stop(self) -> None:
-        for channel in self._channels:
-            channel.close()
-        self._channels.clear()
-        if self._started:
-            self._server.stop(grace=None).wait()
-            self._started = False
-
     def client(self) -> service_usage_v1.ServiceUsageClient:
         """A real ``ServiceUsageClient`` talking to this fake (anonymous, insecure)."""
-        channel = grpc.insecure_channel(self.target)
-        self._channels.append(channel)
+        channel = self.channel()
         transport = ServiceUsageGrpcTransport(
             host=self.target, credentials=AnonymousCredentials(), channel=channel
         )
