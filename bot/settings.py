@@ -36,9 +36,9 @@ class Settings(BaseSettings):
     pubsub_subscription: str | None = None
     pubsub_emulator_host: str | None = None
     # Where Pub/Sub moves a request delivered this many times (set when the bot creates
-    # the subscription); unset, a message that keeps failing keeps coming back, spaced by
-    # the retry backoff.  Pub/Sub counts every delivery, the worker's deferrals while a
-    # cluster provisions included, hence the high default.
+    # the subscription); unset, a message that keeps failing keeps coming back, every 30 s.
+    # Pub/Sub counts every delivery, the worker's deferrals while a cluster provisions
+    # included, hence the high default.
     pubsub_dead_letter_topic: str | None = None
     max_delivery_attempts: int = Field(
         100, ge=5, le=100, alias="KUBEFLOW_BOT_MAX_DELIVERY_ATTEMPTS"
