@@ -82,6 +82,10 @@ class RetryBackoff:
     maximum_seconds: float = 600.0
 
 
+# How long closing waits for handlers in progress: inside the 10 to 30 s that platforms
+# give a process between SIGTERM and SIGKILL.  A message still in hand then is not
+# acked and comes back to another worker.
+CLOSE_TIMEOUT = 10.0
 # Seconds before a message whose handling failed, or that this worker cannot read, is
 # delivered again.
 DEFAULT_FAILURE_DELAY = 30
@@ -217,7 +221,7 @@ class PubSubQueue:
                 raise QueueError(f"cannot consume {self._subscription_path}: {e}") from e
             self._streaming.add_done_callback(self._on_stream_done)
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """Stop pulling, wait up to ``timeout`` for handlers in progress (their acks and
         nacks are still sent), and close the clients this queue created."""
         with self._lock:
@@ -290,12 +294,13 @@ class PubSubQueue:
 
     @staticmethod
     def _defer(received: Message, seconds: float) -> None:
-        # Set the message's ack deadline to when it should come back, then drop it from
-        # the client's lease management (which would otherwise keep extending it).
+        # Drop the message from the client's lease management (which would otherwise keep
+        # extending it), then set its ack deadline to when it should come back: in that
+        # order, a lease extension the client sends meanwhile cannot land after ours.
         # Pub/Sub redelivers it when the deadline passes; meanwhile it holds no thread
         # and no flow-control slot here.
-        received.modify_ack_deadline(round(min(max(seconds, MIN_DEFER_SECONDS), MAX_DEFER_SECONDS)))
         received.drop()
+        received.modify_ack_deadline(round(min(max(seconds, MIN_DEFER_SECONDS), MAX_DEFER_SECONDS)))
 
     def _on_stream_done(self, future: StreamingPullFuture) -> None:
         if future.cancelled():

@@ -34,6 +34,10 @@ WORKER_ACTOR = "kubeflow-bot"
 # after a crash, a redelivery waits at most this long before taking over.
 DEFAULT_LEASE = timedelta(minutes=5)
 LEASE_RETRY_MIN_SECONDS = 5.0
+# A delivery that finds the request held looks again after at most this long, not when
+# the lease would run out: the holder usually lets go within a second, and the message
+# both share would otherwise be put off for the rest of the lease.
+LEASE_RETRY_MAX_SECONDS = 30.0
 RUNNABLE = frozenset({State.APPROVED, State.QUEUED, State.RUNNING})
 
 
@@ -92,7 +96,11 @@ class Worker:
             return Ack()
         except LeaseHeld as e:
             until = e.current.lease_until or now
-            wait = min(max((until - now).total_seconds(), LEASE_RETRY_MIN_SECONDS), 600.0)
+            wait = min(
+                max((until - now).total_seconds(), LEASE_RETRY_MIN_SECONDS),
+                self._max_poll or LEASE_RETRY_MAX_SECONDS,
+                LEASE_RETRY_MAX_SECONDS,
+            )
             log.info(
                 "request %s is held by %s; looking again in %.0f s",
                 message.request_id,
