@@ -24,7 +24,13 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
 from provisioning.errors import PermanentError, TemporaryError
-from provisioning.google_calls import CALL_TIMEOUT, READ_RETRY, TRANSIENT_DELAY
+from provisioning.google_calls import (
+    CALL_TIMEOUT,
+    READ_RETRY,
+    TRANSIENT_DELAY,
+    missing_permission,
+    unanswered_error,
+)
 
 ADDRESS_DESCRIPTION = "Static IP for a Kubeflow ingress, reserved by kubeflow-bot."
 # Statuses of an address that has its IP.
@@ -68,15 +74,8 @@ def _quota_error(message: str, call: _Call) -> PermanentError:
 
 def _translate(e: Exception, call: _Call) -> Exception:
     """The error kind for a library (or HTTP) exception raised while doing ``call``."""
-    if isinstance(e, exceptions.RetryError):
-        return TemporaryError(
-            f"Compute Engine did not answer in time to {call.doing}", delay=TRANSIENT_DELAY
-        )
     if not isinstance(e, exceptions.GoogleAPICallError):
-        # Connection refused or reset, read timeouts: the network, not the request.
-        return TemporaryError(
-            f"could not reach Compute Engine to {call.doing}", delay=TRANSIENT_DELAY
-        )
+        return unanswered_error(e, api="Compute Engine", doing=call.doing)
     message = e.message or ""
     reasons = _reasons(e)
     if isinstance(e, exceptions.TooManyRequests) or reasons & _RATE_LIMIT_REASONS:
@@ -93,10 +92,7 @@ def _translate(e: Exception, call: _Call) -> Exception:
             )
         match = _PERMISSION.search(message)
         permission = match.group(1) if match else call.permission
-        return PermanentError(
-            f"the bot's service account may not {call.verb} in {call.project} "
-            f"({permission}); ask a project owner to grant it"
-        )
+        return missing_permission(verb=call.verb, project=call.project, permission=permission)
     if isinstance(e, exceptions.ServerError):
         return TemporaryError(
             f"Compute Engine did not answer ({e.code}); will {call.doing} later",

@@ -40,10 +40,11 @@ from provisioning.errors import PermanentError, TemporaryError
 from provisioning.google_calls import (
     CALL_TIMEOUT,
     READ_RETRY,
-    TRANSIENT_DELAY,
     emulator_client,
     general_error,
+    missing_permission,
     operation_error,
+    unanswered_error,
 )
 
 # Seconds before the step engine tries again after a 429 or a per-minute limit.
@@ -84,22 +85,13 @@ def _permission_error(e: exceptions.GoogleAPICallError, call: _Call) -> Permanen
         )
     match = _PERMISSION.search(message)
     permission = match.group(1) if match else call.permission
-    return PermanentError(
-        f"the bot's service account may not {call.verb} in {call.project} ({permission}); "
-        "ask a project owner to grant it"
-    )
+    return missing_permission(verb=call.verb, project=call.project, permission=permission)
 
 
 def _translate(e: exceptions.GoogleAPIError, call: _Call) -> Exception:
     """The error kind for a library exception raised while doing ``call``."""
-    if isinstance(e, exceptions.RetryError):
-        return TemporaryError(
-            f"Service Management did not answer in time to {call.doing}", delay=TRANSIENT_DELAY
-        )
     if not isinstance(e, exceptions.GoogleAPICallError):
-        return TemporaryError(
-            f"could not reach Service Management to {call.doing}", delay=TRANSIENT_DELAY
-        )
+        return unanswered_error(e, api="Service Management", doing=call.doing)
     message = e.message or ""
     quota = "quota" in message.lower()
     if isinstance(e, exceptions.TooManyRequests) and (not quota or _RATE.search(message)):

@@ -27,9 +27,10 @@ from provisioning.errors import PermanentError, TemporaryError
 from provisioning.google_calls import (
     CALL_TIMEOUT,
     READ_RETRY,
-    TRANSIENT_DELAY,
     emulator_client,
     general_error,
+    missing_permission,
+    unanswered_error,
 )
 from provisioning.spec import region_of
 
@@ -97,18 +98,13 @@ def _permission_error(e: exceptions.GoogleAPICallError, call: _Call) -> Permanen
         )
     match = _PERMISSION.search(message)
     permission = match.group(1) if match else call.permission
-    return PermanentError(
-        f"the bot's service account may not {call.verb} in {call.project} ({permission}); "
-        "ask a project owner to grant it"
-    )
+    return missing_permission(verb=call.verb, project=call.project, permission=permission)
 
 
 def _translate(e: exceptions.GoogleAPIError, call: _Call) -> Exception:
     """The error kind for a library exception raised while doing ``call``."""
-    if isinstance(e, exceptions.RetryError):
-        return TemporaryError(f"GKE did not answer in time to {call.doing}", delay=TRANSIENT_DELAY)
     if not isinstance(e, exceptions.GoogleAPICallError):
-        return TemporaryError(f"GKE call failed to {call.doing}: {e}", delay=TRANSIENT_DELAY)
+        return unanswered_error(e, api="GKE", doing=call.doing)
     message = e.message or ""
     if isinstance(e, exceptions.FailedPrecondition) and (
         e.reason == "CLUSTER_ALREADY_HAS_OPERATION"

@@ -86,3 +86,20 @@ def emulator_client(client_class: Callable[..., C], transport_class: Any, host: 
         host=host, credentials=AnonymousCredentials(), channel=grpc.insecure_channel(host)
     )
     return client_class(transport=transport, client_options=ClientOptions(api_endpoint=host))
+
+
+def unanswered_error(e: Exception, *, api: str, doing: str) -> TemporaryError:
+    """The error kind for a call ``api`` never answered (anything but a
+    ``GoogleAPICallError``): the library's retries ran out, or the network failed
+    (connection refused or reset, read timeouts)."""
+    if isinstance(e, exceptions.RetryError):
+        return TemporaryError(f"{api} did not answer in time to {doing}", delay=TRANSIENT_DELAY)
+    return TemporaryError(f"could not reach {api} to {doing}", delay=TRANSIENT_DELAY)
+
+
+def missing_permission(*, verb: str, project: str, permission: str) -> PermanentError:
+    """What the requester reads when the bot's service account lacks ``permission``."""
+    return PermanentError(
+        f"the bot's service account may not {verb} in {project} ({permission}); "
+        "ask a project owner to grant it"
+    )

@@ -37,6 +37,8 @@ from provisioning.google_calls import (
     TRANSIENT_DELAY,
     emulator_client,
     general_error,
+    missing_permission,
+    unanswered_error,
 )
 
 # Version 3 is the only one that carries conditions; reading at 1 would hand back
@@ -109,21 +111,14 @@ def _permission_error(e: exceptions.GoogleAPICallError, call: _Call) -> Permanen
             f"({permission}), or the project does not exist; check the project id, or ask "
             "a project owner to grant it"
         )
-    return PermanentError(
-        f"the bot's service account may not {call.verb} in {call.project} ({permission}); "
-        "ask a project owner to grant it"
-    )
+    return missing_permission(verb=call.verb, project=call.project, permission=permission)
 
 
 def _translate(e: exceptions.GoogleAPIError, call: _Call) -> Exception:
     """The error kind for a library exception raised while doing ``call``."""
     api = call.api.name
-    if isinstance(e, exceptions.RetryError):
-        return TemporaryError(
-            f"{api} did not answer in time to {call.doing}", delay=TRANSIENT_DELAY
-        )
     if not isinstance(e, exceptions.GoogleAPICallError):
-        return TemporaryError(f"could not reach {api} to {call.doing}", delay=TRANSIENT_DELAY)
+        return unanswered_error(e, api=api, doing=call.doing)
     message = e.message or ""
     if call.sets_policy and (
         isinstance(e, exceptions.Aborted)

@@ -36,10 +36,11 @@ from provisioning.errors import PermanentError, TemporaryError
 from provisioning.google_calls import (
     CALL_TIMEOUT,
     READ_RETRY,
-    TRANSIENT_DELAY,
     emulator_client,
     general_error,
+    missing_permission,
     operation_error,
+    unanswered_error,
 )
 
 # Services per request: BatchEnableServices takes at most 20 (BatchGetServices 30), and
@@ -111,22 +112,13 @@ def _permission_error(e: exceptions.GoogleAPICallError, call: _Call) -> Permanen
         )
     match = _PERMISSION.search(message)
     permission = match.group(1) if match else call.permission
-    return PermanentError(
-        f"the bot's service account may not {call.verb} in {call.project} ({permission}); "
-        "ask a project owner to grant it"
-    )
+    return missing_permission(verb=call.verb, project=call.project, permission=permission)
 
 
 def _translate(e: exceptions.GoogleAPIError, call: _Call) -> Exception:
     """The error kind for a library exception raised while doing ``call``."""
-    if isinstance(e, exceptions.RetryError):
-        return TemporaryError(
-            f"Service Usage did not answer in time to {call.doing}", delay=TRANSIENT_DELAY
-        )
     if not isinstance(e, exceptions.GoogleAPICallError):
-        return TemporaryError(
-            f"could not reach Service Usage to {call.doing}", delay=TRANSIENT_DELAY
-        )
+        return unanswered_error(e, api="Service Usage", doing=call.doing)
     message = e.message or ""
     if isinstance(e, exceptions.FailedPrecondition) and (
         e.reason == _BILLING_REASON or "billing" in message.lower()
