@@ -3,12 +3,14 @@
 Dockerfile, app.yaml and .dockerignore are read here without Docker (no engine runs on
 this machine): the Dockerfile by the small instruction parser below, app.yaml with
 ``yaml.safe_load``. What the image would run at build time is run here instead, outside
-an image: the step that turns pyproject.toml into requirements.txt, and the package build
-from exactly the files the Dockerfile copies. The real hadolint lints the Dockerfile.
+an image: the step that turns pyproject.toml into requirements.txt, the package build
+from exactly the files the Dockerfile copies, and the Kubeflow fetch and render steps with
+stand-ins for git and kustomize (no network). The real hadolint lints the Dockerfile.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import posixpath
@@ -43,6 +45,18 @@ HEALTH_PATH = "/healthz"
 
 BASE_IMAGE = "python:3.11-slim"
 DEFAULT_COMMAND = ["kubeflow-bot", "serve"]
+
+# The Kubeflow release the image carries: the kubeflow/manifests tag and the commit it
+# points at, rendered by this kustomize (other versions render the same example
+# differently), minus the components that pull remote bases while rendering.
+KUBEFLOW_RELEASE = "26.03"
+KUBEFLOW_COMMIT = "d68ebc7f"
+KUBEFLOW_REPOSITORY = "https://github.com/kubeflow/manifests.git"
+KUSTOMIZE_IMAGE = "registry.k8s.io/kustomize/kustomize:v5.5.0"
+KUBEFLOW_DROPPED = (
+    "../applications/pipeline/upstream/env/cert-manager/platform-agnostic-multi-user",
+    "../applications/trainer/overlays",
+)
 
 # Never in app.yaml: these come from Secret Manager.
 SECRET_VARIABLES = {
@@ -89,6 +103,15 @@ class Stage:
         values: dict[str, str] = {}
         for ins in self.of("ENV"):
             values.update(env_pairs(ins.args))
+        return values
+
+    def args(self) -> dict[str, str | None]:
+        """Build arguments declared by ARG in this stage: their defaults, None for none."""
+        values: dict[str, str | None] = {}
+        for ins in self.of("ARG"):
+            for word in shlex.split(ins.args):
+                name, sep, default = word.partition("=")
+                values[name] = default if sep else None
         return values
 
 
@@ -268,6 +291,80 @@ def stage_named(stages: list[Stage], name: str) -> Stage:
     return matches[0]
 
 
+def lineage(stages: list[Stage], stage: Stage) -> list[Stage]:
+    """The stage and every stage it is built FROM or COPYs from, directly or not."""
+    found: dict[int, Stage] = {}
+    pending = [stage]
+    while pending:
+        current = pending.pop()
+        if current.index in found:
+            continue
+        found[current.index] = current
+        earlier = {name for s in stages[: current.index] for name in (s.name, str(s.index))}
+        refs = [parse_copy(ins).flags.get("from") for ins in current.of("COPY")]
+        refs.append(current.image if current.image in earlier else None)
+        pending += [stage_named(stages, ref) for ref in refs if ref]
+    return [found[index] for index in sorted(found)]
+
+
+def placed(stage: Stage) -> list[tuple[Instruction, str, str]]:
+    """Each file a COPY puts in the stage's filesystem, as (instruction, source, absolute
+    destination): WORKDIR and a destination directory applied."""
+    workdir = "/"
+    result: list[tuple[Instruction, str, str]] = []
+    for ins in stage.instructions:
+        if ins.keyword == "WORKDIR":
+            workdir = resolve(workdir, ins.args)
+        elif ins.keyword == "COPY":
+            copy = parse_copy(ins)
+            into_dir = copy.dest.endswith("/") or len(copy.sources) > 1
+            for source in copy.sources:
+                dest = resolve(workdir, copy.dest)
+                result.append(
+                    (ins, source, resolve(dest, posixpath.basename(source)) if into_dir else dest)
+                )
+    return result
+
+
+def workdir_at(stage: Stage, instruction: Instruction) -> str:
+    workdir = "/"
+    for ins in stage.instructions:
+        if ins is instruction:
+            return workdir
+        if ins.keyword == "WORKDIR":
+            workdir = resolve(workdir, ins.args)
+    raise AssertionError(f"instruction at line {instruction.line} is not in stage {stage.index}")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Where the rendered Kubeflow manifests come from and where the runtime reads them."""
+
+    render: Stage  # the stage that renders them
+    built: str  # the file there
+    path: str  # the runtime's copy, named by KUBEFLOW_BOT_MANIFESTS
+
+
+@pytest.fixture(scope="module")
+def bundle(stages: list[Stage], final: Stage) -> Bundle:
+    path = final.env().get("KUBEFLOW_BOT_MANIFESTS")
+    assert path, "the image sets no KUBEFLOW_BOT_MANIFESTS"
+    copied = [(ins, source) for ins, source, dest in placed(final) if dest == path]
+    assert len(copied) == 1, f"{path} is not COPYed into the runtime stage exactly once"
+    ((ins, source),) = copied
+    render = parse_copy(ins).flags.get("from")
+    assert render, f"line {ins.line}: {path} comes from the build context, not a render stage"
+    return Bundle(stage_named(stages, render), source, path)
+
+
+@pytest.fixture(scope="module")
+def manifests_source(stages: list[Stage]) -> Stage:
+    """The stage that fetches the release: the one that declares its version."""
+    found = [s for s in stages if "KUBEFLOW_MANIFESTS_VERSION" in s.args()]
+    assert len(found) == 1, "one stage declares ARG KUBEFLOW_MANIFESTS_VERSION"
+    return found[0]
+
+
 def materialize(
     stage: Stage, upto: Instruction, root: Path, rules: list[tuple[bool, re.Pattern[str]]]
 ) -> Path:
@@ -322,7 +419,9 @@ def test_parser_joins_continuations_and_skips_comments() -> None:
         "\n"
         "    && echo two\n"
         'ENV A=1 \\\n    B="x y"\n'
+        'ARG V=26.03 NONE C="a b"\n'
         "FROM build\n"
+        "COPY --from=build --chown=1:1 /out/x.gz /app/\n"
         'CMD ["serve"]\n'
     )
     first, second = parse_dockerfile(text)
@@ -335,6 +434,11 @@ def test_parser_joins_continuations_and_skips_comments() -> None:
     run = first.of("RUN")[0]
     assert (run.line, run.args) == (3, "echo one     && echo two")
     assert first.env() == {"A": "1", "B": "x y"}
+    assert first.args() == {"V": "26.03", "NONE": None, "C": "a b"}
+    assert second.args() == {}
+    assert parse_copy(second.of("COPY")[0]) == Copy(
+        ["/out/x.gz"], "/app/", {"from": "build", "chown": "1:1"}
+    )
     assert second.of("CMD")[0].exec_form() == ["serve"]
     assert parse_dockerfile("# escape=`\nFROM x\nRUN a `\n  b\n")[0].of("RUN")[0].args == "a   b"
 
@@ -351,11 +455,20 @@ def test_dockerignore_matcher_follows_docker_rules() -> None:
 # --- Dockerfile and app.yaml agree -------------------------------------------------------
 
 
-def test_base_images_are_the_pinned_slim_python(stages: list[Stage]) -> None:
+def test_base_images_are_pinned(stages: list[Stage], bundle: Bundle) -> None:
+    """The project's stages run on the pinned slim Python, the render stage on the official
+    kustomize image of the version the bundle is defined by; every image has a tag."""
+    manifests = {s.index for s in lineage(stages, bundle.render)}
     earlier: set[str] = set()
     for stage in stages:
         if stage.image not in earlier:  # FROM an earlier stage is not a base image
-            assert stage.image == BASE_IMAGE, f"stage {stage.index} is FROM {stage.image}"
+            name, _, tag = stage.image.partition("@")[0].rpartition(":")
+            where = f"stage {stage.index} is FROM {stage.image}"
+            assert name and "/" not in tag and tag != "latest", where
+            if stage is bundle.render:
+                assert stage.image == KUSTOMIZE_IMAGE, where
+            elif stage.index not in manifests:
+                assert stage.image == BASE_IMAGE, where
         earlier.update({stage.name or "", str(stage.index)})
 
 
@@ -469,12 +582,20 @@ def test_dockerignore_keeps_local_state_and_secrets_out(
         assert is_ignored(path, ignore_rules), path
 
 
-def test_no_network_fetches_besides_pip(stages: list[Stage]) -> None:
+def test_no_network_fetches_besides_pip_and_the_pinned_clone(
+    stages: list[Stage], manifests_source: Stage
+) -> None:
     for stage in stages:
         assert not stage.of("ADD"), "use COPY; ADD can fetch URLs"
         for ins in stage.of("RUN"):
-            for tool in ("curl", "wget", "git ", "apt-get", "apt "):
+            for tool in ("curl", "wget", "apt-get", "apt "):
                 assert tool not in ins.args, f"line {ins.line} runs {tool.strip()}"
+            urls = re.findall(r"[\w+.-]+://[^\s\"']+|\w+@[\w.-]+:\S+", ins.args)
+            if stage is manifests_source:
+                assert urls == [KUBEFLOW_REPOSITORY], f"line {ins.line} fetches {urls}"
+            else:
+                assert not re.search(r"\bgit\b", ins.args), f"line {ins.line} runs git"
+                assert not urls, f"line {ins.line} fetches {urls}"
 
 
 def test_dependencies_are_installed_before_the_source_is_copied(
@@ -597,3 +718,192 @@ def test_hadolint_finds_nothing() -> None:
         timeout=60,
     )
     assert (result.returncode, result.stdout.strip()) == (0, ""), result.stdout + result.stderr
+
+
+# --- the Kubeflow release the image carries ----------------------------------------------
+
+
+def test_kubeflow_release_is_pinned_by_tag_and_commit(manifests_source: Stage) -> None:
+    args = manifests_source.args()
+    assert args.get("KUBEFLOW_MANIFESTS_VERSION") == KUBEFLOW_RELEASE
+    commit = args.get("KUBEFLOW_MANIFESTS_COMMIT") or ""
+    assert re.fullmatch(r"[0-9a-f]{8,40}", commit), f"commit {commit!r}: 8 to 40 hex digits"
+    assert commit.startswith(KUBEFLOW_COMMIT), f"{KUBEFLOW_RELEASE} is {KUBEFLOW_COMMIT}..."
+
+
+def test_fetch_clones_the_tag_and_fails_on_any_other_commit(
+    manifests_source: Stage, tmp_path: Path
+) -> None:
+    """Runs the fetch step with a stand-in git that logs its arguments and reports HEAD."""
+    (run,) = [ins for ins in manifests_source.of("RUN") if re.search(r"\bgit\b", ins.args)]
+    args = {k: v for k, v in manifests_source.args().items() if v is not None}
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    git = bin_dir / "git"
+    git.write_text(
+        '#!/bin/sh\nprintf "%s\\n" "$*" >> "$GIT_LOG"\n'
+        'case " $* " in *" rev-parse "*) printf "%s\\n" "$FAKE_HEAD" ;; esac\n'
+    )
+    git.chmod(0o755)
+    log = tmp_path / "git.log"
+    log.touch()
+
+    def fetch(head: str, **build_args: str) -> subprocess.CompletedProcess[str]:
+        workdir = tmp_path / f"fetch{len(list(tmp_path.glob('fetch*')))}"
+        workdir.mkdir()
+        env = {
+            **os.environ,
+            **args,
+            **build_args,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "GIT_LOG": str(log),
+            "FAKE_HEAD": head,
+        }
+        return subprocess.run(
+            ["sh", "-c", run.args],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+
+    pinned = args["KUBEFLOW_MANIFESTS_COMMIT"].ljust(40, "0")
+    done = fetch(pinned)
+    assert done.returncode == 0, done.stderr
+    (clone,) = [shlex.split(line) for line in log.read_text().splitlines() if "clone" in line]
+    assert KUBEFLOW_REPOSITORY in clone
+    assert clone[clone.index("--branch") + 1] == KUBEFLOW_RELEASE
+
+    moved = fetch("f" * 40)
+    assert moved.returncode != 0, "a tag pointing at another commit must fail the build"
+    assert "f" * 40 in moved.stderr, "say which commit the tag points at"
+
+    calls = log.read_text()
+    for unpinned in ("", pinned[:7], "not-hex-digits"):
+        refused = fetch(pinned, KUBEFLOW_MANIFESTS_COMMIT=unpinned)
+        assert refused.returncode != 0, f"KUBEFLOW_MANIFESTS_COMMIT={unpinned!r} pins nothing"
+    assert log.read_text() == calls, "an unusable commit is refused before cloning"
+
+
+# Shaped like kubeflow/manifests' example/kustomization.yaml: the two components to drop
+# among others, one with a trailing comment, and a commented-out variant of one of them.
+EXAMPLE_KUSTOMIZATION = """\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+# Katib
+- ../applications/katib/upstream/installs/katib-with-kubeflow
+# Kubeflow Pipelines
+- ../applications/pipeline/upstream/env/cert-manager/platform-agnostic-multi-user  # database
+# - ../applications/pipeline/upstream/env/cert-manager/platform-agnostic-multi-user-k8s-native
+# Trainer
+- ../applications/trainer/overlays
+# User namespace
+- ../common/user-namespace/base
+"""
+
+# A stand-in kustomize: `edit remove resource` (or nothing, when told to) and `build`, which
+# emits one object per resource still listed, named after it.
+FAKE_KUSTOMIZE = """\
+import os, sys, yaml
+args = sys.argv[1:]
+with open("kustomization.yaml") as f:
+    kustomization = yaml.safe_load(f)
+if args[:3] == ["edit", "remove", "resource"]:
+    if os.environ.get("FAKE_KUSTOMIZE_EDIT") != "ignore":
+        kustomization["resources"] = [r for r in kustomization["resources"] if r not in args[3:]]
+        with open("kustomization.yaml", "w") as f:
+            yaml.safe_dump(kustomization, f)
+elif args == ["build", "."]:
+    objects = [{"kind": "ConfigMap", "metadata": {"name": r}} for r in kustomization["resources"]]
+    print(yaml.safe_dump_all(objects), end="")
+else:
+    sys.exit("unexpected: kustomize " + " ".join(args))
+"""
+
+
+def test_render_drops_pipelines_and_trainer_and_gzips_the_copied_file(
+    bundle: Bundle, tmp_path: Path
+) -> None:
+    """Runs the render step with a stand-in kustomize on a kustomization shaped like the
+    release's example: the file the runtime copies is the gzipped rendering, without the two
+    components; a release that moves either, or an edit that removes nothing, fails."""
+    assert bundle.built.endswith(".gz"), f"{bundle.built}: the bundle is stored gzipped"
+    assert bundle.path.endswith(".gz"), bundle.path
+    (run,) = [ins for ins in bundle.render.of("RUN") if "kustomize build" in ins.args]
+    rendered = bundle.built.removesuffix(".gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    target = re.compile(rf"(?<![\w./-]){re.escape(rendered)}(?![\w.-])")
+    assert target.search(run.args), f"line {run.line} does not write {rendered}"
+    script = target.sub(str(out / "kubeflow.yaml"), run.args)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    kustomize = bin_dir / "kustomize"
+    kustomize.write_text(f"#!{sys.executable}\n{FAKE_KUSTOMIZE}")
+    kustomize.chmod(0o755)
+
+    def render(kustomization: str, **env: str) -> subprocess.CompletedProcess[str]:
+        for stale in out.iterdir():
+            stale.unlink()
+        workdir = tmp_path / f"render{len(list(tmp_path.glob('render*')))}"
+        cwd = workdir / workdir_at(bundle.render, run).lstrip("/")
+        cwd.mkdir(parents=True)
+        (cwd / "kustomization.yaml").write_text(kustomization)
+        path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+        return subprocess.run(
+            ["sh", "-c", script],
+            cwd=cwd,
+            env={**os.environ, **env, "PATH": path},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    done = render(EXAMPLE_KUSTOMIZATION)
+    assert done.returncode == 0, done.stderr
+    with gzip.open(out / "kubeflow.yaml.gz", "rt") as f:
+        names = [obj["metadata"]["name"] for obj in yaml.safe_load_all(f)]
+    assert names == [
+        "../applications/katib/upstream/installs/katib-with-kubeflow",
+        "../common/user-namespace/base",
+    ]
+    assert not set(KUBEFLOW_DROPPED) & set(names)
+
+    moved = EXAMPLE_KUSTOMIZATION.replace(KUBEFLOW_DROPPED[1], f"{KUBEFLOW_DROPPED[1]}/kubeflow")
+    failed = render(moved)
+    assert failed.returncode != 0, "a component that moved must fail the build"
+    assert KUBEFLOW_DROPPED[1] in failed.stderr
+    assert not (out / "kubeflow.yaml.gz").exists()
+
+    ignored = render(EXAMPLE_KUSTOMIZATION, FAKE_KUSTOMIZE_EDIT="ignore")
+    assert ignored.returncode != 0, "an edit that removed nothing must fail the build"
+    assert not (out / "kubeflow.yaml.gz").exists()
+
+
+def test_manifests_variable_names_the_bundle_copied_from_the_render_stage(
+    bundle: Bundle, final: Stage
+) -> None:
+    assert bundle.path.endswith(".gz"), f"KUBEFLOW_BOT_MANIFESTS={bundle.path}"
+    assert bundle.render is not final
+    assert any("kustomize build" in ins.args for ins in bundle.render.of("RUN"))
+    # COPY leaves it root's: the bot, running as another user, reads it and cannot change it.
+    (ins,) = [ins for ins, _, dest in placed(final) if dest == bundle.path]
+    assert "chown" not in parse_copy(ins).flags, f"line {ins.line}"
+
+
+def test_render_stages_read_nothing_from_the_build_context(
+    stages: list[Stage], bundle: Bundle, manifests_source: Stage
+) -> None:
+    """So editing the project never invalidates the rendered layer."""
+    upstream = lineage(stages, bundle.render)
+    assert manifests_source in upstream, "the render stage does not use the fetched release"
+    for stage in upstream:
+        assert not stage.of("ADD"), f"stage {stage.index} ADDs"
+        for ins in stage.of("COPY"):
+            assert "from" in parse_copy(ins).flags, f"line {ins.line} copies from the context"
+        for ins in stage.of("RUN"):
+            assert "--mount" not in ins.args, f"line {ins.line} mounts"
