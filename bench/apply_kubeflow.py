@@ -22,11 +22,12 @@ admission webhooks refusing until their Deployment is Available).  The bundle is
 
 Reported: the times, kubectl's passes, ``ratio_vs_kubectl`` (kubectl's best case over
 the bot's first apply; target at least 10) and ``ratio_vs_kubectl_readme``.  Without
-the bundle the run is skipped; without kubectl only the bot is measured.  The last line
+the bundle the run is skipped; without kubectl, or with ``--bot-only`` (a few seconds
+instead of a minute, for quick iterations), only the bot is measured.  The last line
 printed is a JSON object with the figures; nothing is asserted.
 
     .venv/bin/python bench/apply_kubeflow.py [--latency-ms MS] [--sleep SECONDS]
-        [--max-passes N] [--kubectl PATH]
+        [--max-passes N] [--kubectl PATH] [--bot-only]
 """
 
 from __future__ import annotations
@@ -317,6 +318,9 @@ def main() -> None:
     )
     parser.add_argument("--max-passes", type=int, default=20)
     parser.add_argument("--kubectl", default=shutil.which("kubectl"))
+    parser.add_argument(
+        "--bot-only", action="store_true", help="measure kubeflow-bot alone (quick iterations)"
+    )
     args = parser.parse_args()
     latency = args.latency_ms / 1000
     started = time.perf_counter()
@@ -352,7 +356,9 @@ def main() -> None:
 
     best: KubectlRun | None = None
     readme: KubectlRun | None = None
-    if args.kubectl is None or not Path(args.kubectl).exists():
+    if args.bot_only:
+        figures["kubectl_skipped"] = "--bot-only"
+    elif args.kubectl is None or not Path(args.kubectl).exists():
         reason = f"kubectl not found ({args.kubectl or 'not on PATH'})"
         figures["kubectl_skipped"] = reason
         print(f"{reason}: only kubeflow-bot was measured", flush=True)

@@ -3,7 +3,8 @@
 Runs the real ``kubeflow-bot worker`` process on ``KUBEFLOW_BOT_CLOUD=gcp`` against the
 local Google fakes, whose long-running operations take T seconds, fed through the real
 Pub/Sub emulator.  The bot side (filing with ``commands.handle``, approving with
-``approvals.approve``) runs in this process on a console chat.  Two runs, each on a fresh
+``approvals.approve``) runs in this process on a console chat; the worker reports
+progress to Slack as in production, here a local Slack Web API stand-in.  Two runs, each on a fresh
 topic, subscription, store, set of fakes and worker process: one request, then N (100)
 requests approved at once.  A request counts as ended when its cluster and GPU pool are
 both ready (their steps stored ``done``), or when it reached ``succeeded`` / ``failed``
@@ -17,7 +18,7 @@ Targets: ratio under 1.3, RSS under 300 MB, threads independent of the requests 
 flight.  The last line printed is a JSON object with the figures; nothing is asserted.
 
     .venv/bin/python bench/worker_concurrency.py [--requests N] [--operation-seconds T]
-        [--concurrency C] [--timeout SECONDS]
+        [--concurrency C] [--timeout SECONDS] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from tests.support.pubsub_emulator import (  # noqa: E402
     _free_port,
     _stop,
 )
+from tests.support.slack_api import DEFAULT_TOKENS, SlackApiStub  # noqa: E402
 
 ZONE = "us-central1-a"
 GPU = "nvidia-tesla-t4:1"
@@ -83,6 +85,17 @@ DELIVERY_LINE = re.compile(
 STOP_TIMEOUT_SECONDS = 60.0
 TARGET_RATIO = 1.3
 TARGET_RSS_MB = 300
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process has used so far, 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            # Fields after the parenthesised command name; utime and stime are 14th and 15th.
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def proc_status(pid: int, key: str) -> int | None:
@@ -220,6 +233,8 @@ class RunResult:
     idle_threads: int  # consuming, before any request
     peak_threads: int
     peak_rss_mb: float
+    worker_cpu_s: float  # the worker's CPU from the first approval to the last end
+    slack_calls: int  # the worker's Slack Web API calls (status messages, replies)
     worker_exit_code: int
     log_errors: int  # ERROR lines and tracebacks in the worker's log
     deliveries: int  # deliveries of the requests' messages to the worker
@@ -255,10 +270,12 @@ def run(
     # it creates the topic and subscription before anything is published.
     settings = Settings(**shared, KUBEFLOW_BOT_CLOUD="dry-run")  # type: ignore[arg-type]
     bot = build_runtime(settings, chat, chat)
-    with GoogleFakes(operation_seconds=operation_seconds) as fakes:
+    with GoogleFakes(operation_seconds=operation_seconds) as fakes, SlackApiStub() as slack:
         worker_env = {
             **shared,
             **fakes.env(),
+            "SLACK_BOT_TOKEN": next(iter(DEFAULT_TOKENS)),
+            "SLACK_API_URL": slack.url,
             "KUBEFLOW_BOT_MANIFESTS": str(bundle),
             "KUBEFLOW_BOT_MAX_POLL_SECONDS": "1",
             "KUBEFLOW_BOT_WORKER_CONCURRENCY": str(concurrency),
@@ -269,6 +286,7 @@ def run(
             with ThreadSampler(worker.pid) as sampler:
                 time.sleep(0.5)
                 idle_threads = sampler.peak
+                cpu_before = cpu_seconds(worker.pid)
                 ids = file_requests(bot, count, out)
                 began = time.perf_counter()
                 for request_id in ids:
@@ -276,10 +294,12 @@ def run(
                 published = time.perf_counter()
                 ends = wait_for_ends(store, ids, published, deadline=published + timeout)
                 gave_up = time.perf_counter() - published
+            worker_cpu = cpu_seconds(worker.pid) - cpu_before
             peak_rss_kb = proc_status(worker.pid, "VmHWM") or 0
         finally:
             exit_code = stop_worker(worker)
             bot.close()
+        slack_calls = len(slack.calls)
     records = [r for r in read_records(store) if r.id in set(ids)]
     log_text = log.read_text(encoding="utf-8", errors="replace")
     times = list(ends.values())
@@ -296,6 +316,8 @@ def run(
         idle_threads=idle_threads,
         peak_threads=sampler.peak,
         peak_rss_mb=peak_rss_kb / 1024,
+        worker_cpu_s=worker_cpu,
+        slack_calls=slack_calls,
         worker_exit_code=exit_code,
         log_errors=sum(
             1 for line in log_text.splitlines() if " ERROR " in line or line == "Traceback"
@@ -383,6 +405,8 @@ def figures_of(one: RunResult, many: RunResult, args: argparse.Namespace) -> dic
             "idle_threads": r.idle_threads,
             "peak_threads": r.peak_threads,
             "peak_rss_mb": round(r.peak_rss_mb, 1),
+            "worker_cpu_s": round(r.worker_cpu_s, 2),
+            "slack_calls": r.slack_calls,
             "worker_exit_code": r.worker_exit_code,
             "worker_log_errors": r.log_errors,
             "deliveries": r.deliveries,
@@ -419,10 +443,16 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds a run may take before giving up"
     )
+    parser.add_argument(
+        "--keep", type=Path, help="a new directory to run in and leave behind (logs, stores)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="worker-concurrency-") as tmp:
         workdir = Path(tmp)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True)
+            workdir = args.keep
         emulator_process, emulator = start_emulator(workdir / "pubsub-emulator.log")
         # The bot side's Pub/Sub clients read these; keep loopback gRPC off any proxy.
         os.environ["PUBSUB_EMULATOR_HOST"] = emulator

@@ -40,6 +40,7 @@ from provisioning.dryrun_cloud import DryRunCloud
 from provisioning.ids import new_request_id
 from provisioning.inprocess_queue import InProcessQueue
 from provisioning.notifier import Notifier
+from provisioning.oauth import OAuthClient
 from provisioning.pubsub_queue import PubSubQueue
 from provisioning.queue import Queue
 from provisioning.sqlite_store import open_store
@@ -68,9 +69,13 @@ class Runtime:
     commands: Commands
     authz: Authz
     worker: Worker
+    # Built here unless a notifier was passed in; then closed here too.
+    status_notifier: ChatNotifier | None = None
 
     def close(self) -> None:
         self.queue.close()
+        if self.status_notifier is not None:
+            self.status_notifier.close()
         self.store.close()
 
 
@@ -123,6 +128,34 @@ def build_cloud(settings: Settings) -> Cloud:
     return DryRunCloud()
 
 
+def build_oauth_client(settings: Settings) -> OAuthClient | None:
+    """The custom OAuth client for IAP from both settings, or None (IAP's Google-managed
+    client) when neither is set; one without the other is a mistake, said at start."""
+    # An empty variable (``KEY=`` in an env file) counts as not set.
+    client_id = settings.oauth_client_id or None
+    secret = settings.oauth_client_secret
+    if secret is not None and not secret.get_secret_value():
+        secret = None
+    if client_id is None and secret is None:
+        return None
+    if client_id is None or secret is None:
+        missing = (
+            "KUBEFLOW_BOT_OAUTH_CLIENT_ID"
+            if client_id is None
+            else ("KUBEFLOW_BOT_OAUTH_CLIENT_SECRET")
+        )
+        raise ConfigurationError(
+            "set both KUBEFLOW_BOT_OAUTH_CLIENT_ID and KUBEFLOW_BOT_OAUTH_CLIENT_SECRET "
+            f"(a custom OAuth client for IAP), or neither (IAP's Google-managed client); "
+            f"{missing} is not set"
+        )
+    try:
+        return OAuthClient(client_id, secret)
+    except ValueError as e:
+        # The message names the setting, never its value.
+        raise ConfigurationError(f"KUBEFLOW_BOT_OAUTH_CLIENT_ID/_SECRET: {e}") from e
+
+
 def manifest_loader(path: Path | None) -> Callable[[], Sequence[Mapping[str, Any]]] | None:
     """Reads the rendered bundle (YAML, or gzipped YAML) once, on first use."""
     if path is None:
@@ -147,6 +180,8 @@ def build_runtime(
     clock: Callable[[], datetime] = utc_now,
 ) -> Runtime:
     policy = load_policy(settings.policy_path)
+    # Before anything is opened: a half-configured client ends the start here.
+    oauth_client = build_oauth_client(settings)
     try:
         store = open_store(settings.store_url or default_store)
     except ValueError as e:
@@ -164,12 +199,16 @@ def build_runtime(
         new_id=new_request_id,
     )
     approvals = Approvals(deps)
+    status_notifier = None
+    if notifier is None:
+        notifier = status_notifier = ChatNotifier(chat, store, clock)
     worker = Worker(
         store,
         cloud,
-        notifier or ChatNotifier(chat, store, clock),
+        notifier,
         clock,
         manifests=manifest_loader(settings.manifests_path),
+        oauth_client=oauth_client,
         lease=timedelta(seconds=settings.lease_seconds),
         max_poll_seconds=settings.max_poll_seconds,
     )
@@ -183,6 +222,7 @@ def build_runtime(
         commands=Commands(deps, approvals),
         authz=deps.authz,
         worker=worker,
+        status_notifier=status_notifier,
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from handlers import messages
 from handlers.approvals import Approvals
@@ -50,6 +51,13 @@ class Invocation:
     user: str
     channel: str
     reply: Reply
+
+
+def _minute_up(at: datetime) -> datetime:
+    """``at`` rounded up to a whole minute: an end date is shown to the minute, so that is
+    what it is."""
+    floor = at.replace(second=0, microsecond=0)
+    return floor if floor == at else floor + timedelta(minutes=1)
 
 
 class Commands:
@@ -197,8 +205,21 @@ class Commands:
         dep = self._find(who, command.name)
         if dep is None:
             return
-        kind = GrantAction if isinstance(command, GrantCommand) else RevokeAction
-        action = kind(email=command.email, deployment=dep.name, project=dep.create.project)
+        action: GrantAction | RevokeAction
+        if isinstance(command, GrantCommand):
+            until = (
+                None if command.duration is None else _minute_up(self._d.clock()) + command.duration
+            )
+            action = GrantAction(
+                email=command.email,
+                deployment=dep.name,
+                project=dep.create.project,
+                expires_at=until,
+            )
+        else:
+            action = RevokeAction(
+                email=command.email, deployment=dep.name, project=dep.create.project
+            )
         # Answered in the deployment's own thread, where its people already look.
         record = self._file(
             who,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -28,7 +29,15 @@ from handlers.parsed_commands import (
     StatusCommand,
 )
 from handlers.policy import Policy
-from handlers.usage import OVERVIEW, SUBCOMMANDS, TAKES, USAGE, help_text
+from handlers.usage import (
+    GRANT_FOR_MAX,
+    GRANT_FOR_MIN,
+    OVERVIEW,
+    SUBCOMMANDS,
+    TAKES,
+    USAGE,
+    help_text,
+)
 from provisioning.gpus import GPU_FAMILIES, default_machine_type, machine_fits_gpu
 from provisioning.ids import is_request_id
 from provisioning.spec import (
@@ -81,7 +90,10 @@ _CREATE_FLAGS = {
     "--machine-type": True,
     "--dry-run": False,
 }
+_GRANT_FLAGS = {"--for": True}
 _HELP_FLAGS = ("--help", "-h")
+_FOR = re.compile(r"([0-9]+)([hdw])", re.IGNORECASE)
+_FOR_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 # Machine names are RFC 1035 labels in Compute Engine: at most 63 characters.
 _MAX_MACHINE_TYPE = 63
 _MAX_EMAIL = 254
@@ -300,9 +312,34 @@ def _create(tokens: list[str], policy: Policy) -> CreateCommand:
     return CreateCommand(spec=spec, dry_run="--dry-run" in flags)
 
 
+def _span(duration: timedelta) -> str:
+    """A duration as `--for` takes it: days when whole, else hours."""
+    hours = int(duration.total_seconds()) // 3600
+    return f"{hours // 24}d" if hours % 24 == 0 else f"{hours}h"
+
+
+def _duration(text: str, usage: str) -> timedelta:
+    match = _FOR.fullmatch(text)
+    if not match:
+        raise UsageError(
+            f"--for takes hours, days or weeks, such as 12h, 7d or 2w, not `{_shown(text)}`",
+            usage,
+        )
+    count = _whole(match.group(1)) or 0
+    # Capped first: a count of weeks that overflows timedelta is just too long.
+    duration = _FOR_UNITS[match.group(2).lower()] * min(count, 10**5)
+    if not GRANT_FOR_MIN <= duration <= GRANT_FOR_MAX:
+        raise UsageError(
+            f"--for {_shown(text)}: access can last from {_span(GRANT_FOR_MIN)} to "
+            f"{_span(GRANT_FOR_MAX)}",
+            usage,
+        )
+    return duration
+
+
 def _access(sub: str, tokens: list[str], policy: Policy) -> GrantCommand | RevokeCommand:
     usage = USAGE[sub]
-    positionals, _ = _split(sub, tokens, {})
+    positionals, flags = _split(sub, tokens, _GRANT_FLAGS if sub == "grant" else {})
     if not positionals:
         raise UsageError(f"{sub} needs the EMAIL of the person", usage)
     email, name = positionals[0], (positionals[1] if len(positionals) > 1 else None)
@@ -313,7 +350,8 @@ def _access(sub: str, tokens: list[str], policy: Policy) -> GrantCommand | Revok
     if name is not None:
         _check_name(name, usage)
     if sub == "grant":
-        return _build(GrantCommand, usage, email=email, name=name)
+        duration = _duration(flags["--for"], usage) if "--for" in flags else None
+        return _build(GrantCommand, usage, email=email, name=name, duration=duration)
     return _build(RevokeCommand, usage, email=email, name=name)
 
 
@@ -400,8 +438,12 @@ def render_command(command: Command) -> str:
                 ]  # fmt: skip
             if dry_run:
                 parts.append("--dry-run")
-        case GrantCommand(email=email, name=name) | RevokeCommand(email=email, name=name):
-            parts = [command.kind, email] + ([name] if name else [])
+        case GrantCommand(email=email, name=name, duration=duration):
+            parts = ["grant", email] + ([name] if name else [])
+            if duration is not None:
+                parts += ["--for", _span(duration)]
+        case RevokeCommand(email=email, name=name):
+            parts = ["revoke", email] + ([name] if name else [])
         case StatusCommand(target=target):
             parts = ["status"] + ([target] if target else [])
         case ListCommand():

@@ -7,10 +7,17 @@ Nothing here ever receives a secret: only ids, names, specs and plain-words reas
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 
-from provisioning.actions import CreateAction, DeleteAction, GrantAction, RevokeAction
+from provisioning.actions import (
+    CreateAction,
+    DeleteAction,
+    GrantAction,
+    RevokeAction,
+    until_text,
+)
 from provisioning.records import RequestRecord, State, StepReport, StepStatus
 from provisioning.spec import DeploymentSpec
 
@@ -111,8 +118,12 @@ def describe_action(record: RequestRecord) -> str:
                 f"project `{spec.project}`, zone `{spec.zone}`, {spec.machine_type} nodes, "
                 f"{gpu_summary(spec)}"
             )
-        case GrantAction():
+        case GrantAction(expires_at=None):
             return f"grant `{action.email}` access to `{action.deployment}`"
+        case GrantAction(expires_at=until) if until is not None:
+            return (
+                f"grant `{action.email}` access to `{action.deployment}` until {until_text(until)}"
+            )
         case RevokeAction():
             return f"revoke `{action.email}`'s access to `{action.deployment}`"
         case DeleteAction():
@@ -251,6 +262,26 @@ def failed_reply(record: RequestRecord, reason: str, *, will_retry: bool) -> str
     return f"{mention(record.requester)}, `{record.id}` failed. {reason} {then}"
 
 
+_SLACK_USER = re.compile(r"[UW][A-Z0-9_]{1,30}")
+
+
+def _actor(actor: str) -> str:
+    # People are Slack user ids; the bot and its worker act under their own names.
+    return mention(actor) if _SLACK_USER.fullmatch(actor) else actor
+
+
+def history_lines(record: RequestRecord) -> list[str]:
+    """The request's audit trail: every state it went through, when and by whom."""
+    lines = ["History:"]
+    for entry in record.history:
+        detail = f" ({escape(entry.detail)})" if entry.detail else ""
+        lines.append(
+            f"{entry.at.strftime('%Y-%m-%d %H:%M UTC')} {entry.event} by "
+            f"{_actor(entry.actor)}{detail}"
+        )
+    return lines
+
+
 def status_text(record: RequestRecord) -> str:
     lines = [
         f"`{record.id}` ({record.kind}) by {mention(record.requester)}: {record.state}",
@@ -265,6 +296,9 @@ def status_text(record: RequestRecord) -> str:
         lines.extend(checklist(record).splitlines()[1:])
     if record.url:
         lines.append(f"URL: {record.url}")
+    if isinstance(record.action, GrantAction | RevokeAction):
+        # Who gave or took access, and who approved it, is what an access review asks.
+        lines.extend(history_lines(record))
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ well-formed in themselves.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +31,8 @@ class GrantCommand(_Command):
     kind: Literal["grant"] = "grant"
     email: Email
     name: DeploymentName | None = None
+    # `--for`: how long the access lasts; None for until revoked.
+    duration: timedelta | None = None
 
 
 class RevokeCommand(_Command):

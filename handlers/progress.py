@@ -3,9 +3,12 @@
 ``bot`` builds it with the chat adapter and hands it to the worker.  The first report of
 a create or delete posts the checklist in the request's thread and remembers the
 message in the record; later ones redraw that message in place, at most once per
-``min_interval`` seconds per request (Slack rate-limits ``chat.update``), the latest
-state always winning.  Success and failure redraw at once and reply in the thread,
-mentioning the requester.
+``min_interval`` seconds per request, the latest state always winning.  Slack limits
+``chat.update`` per workspace (Tier 3, about 50 a minute), so with many requests in
+flight each one's redraws are spaced further apart, sharing ``UPDATES_PER_MINUTE``.
+The held-back redraws wait on one timer thread and are drawn by a few threads of their
+own (``REDRAW_THREADS``), however many requests are in flight.
+Success and failure redraw at once and reply in the thread, mentioning the requester.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from handlers import messages
@@ -21,8 +25,18 @@ from handlers.chat import Chat
 from provisioning.actions import CreateAction, DeleteAction
 from provisioning.records import RequestRecord, StepReport, StepStatus
 from provisioning.store import RequestStore
+from provisioning.timers import Scheduled, TimerThread
 
 log = logging.getLogger(__name__)
+
+# Redraws are Slack calls, which a rate limit can hold for seconds: off the timer thread,
+# and a few at a time so one slow request does not hold up the others.
+REDRAW_THREADS = 4
+# The redraws of all status messages together, a minute: under Slack's Tier 3 (50+).
+UPDATES_PER_MINUTE = 50
+# A request not heard of for this long no longer counts as in flight (another worker
+# may have finished it).
+IN_FLIGHT_SECONDS = 600.0
 
 
 class ChatNotifier:
@@ -43,7 +57,11 @@ class ChatNotifier:
         self._lock = threading.Lock()
         self._last_drawn: dict[str, float] = {}
         self._latest: dict[str, RequestRecord] = {}
-        self._timers: dict[str, threading.Timer] = {}
+        # Requests in flight: when each was last reported.
+        self._heard: dict[str, float] = {}
+        self._timers: dict[str, Scheduled] = {}
+        self._timer = TimerThread("status-redraws")
+        self._redraws = ThreadPoolExecutor(REDRAW_THREADS, thread_name_prefix="status-redraw")
         # Requests whose final state is drawn; a late timer must not redraw them.
         self._finished: set[str] = set()
         self._draw_locks: dict[str, threading.Lock] = {}
@@ -64,15 +82,26 @@ class ChatNotifier:
             # A redelivered request that runs again starts a fresh round of updates.
             self._finished.discard(record.id)
             self._latest[record.id] = record
-            wait = self._interval - (self._monotonic() - self._last_drawn.get(record.id, -1e9))
+            now = self._monotonic()
+            self._heard[record.id] = now
+            wait = self._spacing(now) - (now - self._last_drawn.get(record.id, -1e9))
             if wait > 0:
                 if record.id not in self._timers:
-                    timer = threading.Timer(wait, self._flush, args=(record.id,))
-                    timer.daemon = True
-                    self._timers[record.id] = timer
-                    timer.start()
+                    self._timers[record.id] = self._timer.call_later(
+                        wait, lambda: self._hand_over(record.id)
+                    )
                 return
         self._draw(record)
+
+    def _spacing(self, now: float) -> float:
+        """Seconds between two redraws of one status message: ``min_interval``, or more
+        when the requests in flight would together exceed Slack's budget."""
+        for request_id, heard in list(self._heard.items()):
+            if now - heard > IN_FLIGHT_SECONDS:
+                del self._heard[request_id]
+        # A request alone keeps ``min_interval``; Slack allows short bursts.
+        others = len(self._heard) - 1
+        return max(self._interval, others * 60.0 / UPDATES_PER_MINUTE)
 
     def _milestones_reached(self, record: RequestRecord) -> list[StepReport]:
         """Milestone steps seen finishing in this process (not ones found done already,
@@ -90,6 +119,10 @@ class ChatNotifier:
                 ):
                     reached.append(step)
         return reached
+
+    def _hand_over(self, request_id: str) -> None:
+        # On the timer thread: the Slack call is for a redraw thread.
+        self._redraws.submit(self._flush, request_id)
 
     def _flush(self, request_id: str) -> None:
         with self._lock:
@@ -126,6 +159,7 @@ class ChatNotifier:
         with self._lock:
             timer = self._timers.pop(record.id, None)
             self._latest.pop(record.id, None)
+            self._heard.pop(record.id, None)
             self._finished.add(record.id)
         if timer is not None:
             timer.cancel()
@@ -137,6 +171,12 @@ class ChatNotifier:
             for step in record.steps:
                 self._step_status.pop((record.id, step.name), None)
         self._chat.post(record.channel, reply, thread_ts=record.thread_ts)
+
+    def close(self) -> None:
+        """Stop the timer (redraws still held back are dropped: the final state is drawn
+        by whichever worker finishes the request) and wait for redraws under way."""
+        self._timer.close()
+        self._redraws.shutdown(wait=True)
 
     def succeeded(self, record: RequestRecord, *, dry_run: bool) -> None:
         self._finish(record, messages.succeeded_reply(record, dry_run=dry_run))

@@ -8,6 +8,7 @@ place, next to nothing that could drift from it.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Literal, get_args
 
 from handlers.policy import Policy
@@ -15,12 +16,17 @@ from handlers.policy import Policy
 Subcommand = Literal["create", "grant", "revoke", "status", "list", "delete", "help"]
 SUBCOMMANDS: tuple[Subcommand, ...] = get_args(Subcommand)
 
+# How long a time-bound grant (`grant --for`) may last: at least an hour, since IAP and
+# IAM take minutes to apply a change; at most 90 days, since longer is not temporary.
+GRANT_FOR_MIN = timedelta(hours=1)
+GRANT_FOR_MAX = timedelta(days=90)
+
 USAGE: dict[str, str] = {
     "create": (
         "/kubeflow create NAME [--project P] [--zone Z] [--gpu TYPE[:COUNT]] "
         "[--gpu-nodes MAX|MIN-MAX] [--machine-type T] [--dry-run]"
     ),
-    "grant": "/kubeflow grant EMAIL [NAME]",
+    "grant": "/kubeflow grant EMAIL [NAME] [--for DURATION]",
     "revoke": "/kubeflow revoke EMAIL [NAME]",
     "status": "/kubeflow status [NAME|REQUEST_ID]",
     "list": "/kubeflow list",
@@ -31,7 +37,7 @@ USAGE: dict[str, str] = {
 # What each subcommand takes, for the message about a surplus argument.
 TAKES: dict[str, str] = {
     "create": "one NAME and flags",
-    "grant": "an EMAIL and at most one NAME",
+    "grant": "an EMAIL, at most one NAME and --for",
     "revoke": "an EMAIL and at most one NAME",
     "status": "at most one NAME or request id",
     "list": "no arguments",
@@ -67,7 +73,9 @@ _DETAILS: dict[str, tuple[str, ...]] = {
     "grant": (
         "EMAIL gets IAP access (roles/iap.httpsResourceAccessor) to the deployment's project.",
         "NAME names the deployment.",
-        "Example: `/kubeflow grant ada@example.com demo`",
+        "--for DURATION: the access ends after DURATION, in hours, days or weeks (12h, 7d, "
+        "2w; from 1 hour to 90 days); without it, the access lasts until revoked",
+        "Example: `/kubeflow grant ada@example.com demo --for 7d`",
     ),
     "revoke": (
         "Removes the access that grant gave.",

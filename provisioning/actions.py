@@ -7,13 +7,19 @@ the worker, which dispatches on ``kind``.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from provisioning.spec import DeploymentName, DeploymentSpec, Email, ProjectId, Zone
 
 IAP_ACCESSOR_ROLE = "roles/iap.httpsResourceAccessor"
+
+
+def until_text(at: datetime) -> str:
+    """When a time-bound grant ends, as every message and IAM condition title says it."""
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class CreateAction(BaseModel):
@@ -34,9 +40,13 @@ class _AccessAction(BaseModel):
 
 
 class GrantAction(_AccessAction):
-    """Give ``user:EMAIL`` the IAP accessor role on the deployment's project."""
+    """Give ``user:EMAIL`` the IAP accessor role on the deployment's project, until
+    ``expires_at`` when set (an IAM condition), else until revoked."""
 
     kind: Literal["grant"] = "grant"
+    # Fixed when the grant is filed, so approvers approve a date and every delivery of the
+    # request writes the same condition.
+    expires_at: AwareDatetime | None = None
 
 
 class RevokeAction(_AccessAction):

@@ -8,17 +8,29 @@ values here are plain dataclasses, so steps and tests stay library-free.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+# Told ``(objects settled so far, objects in all)`` while a bundle is being applied.
+ApplyProgress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class IamCondition:
+    """An IAM condition, whole: IAM wants the title and description back as they were."""
+
+    expression: str  # CEL, such as request.time < timestamp("2026-03-09T09:00:00Z")
+    title: str
+    description: str = ""
 
 
 @dataclass(frozen=True)
 class IamBinding:
     role: str
     members: frozenset[str]
-    # An IAM condition expression (CEL), for time-bound grants; None for none.
-    condition: str | None = None
+    # Only when ``condition`` holds does the binding grant the role (time-bound grants).
+    condition: IamCondition | None = None
 
 
 @dataclass(frozen=True)
@@ -28,29 +40,43 @@ class IamPolicy:
     bindings: tuple[IamBinding, ...] = ()
     etag: str = ""
 
-    def members_of(self, role: str) -> frozenset[str]:
+    def members_of(self, role: str, condition: IamCondition | None = None) -> frozenset[str]:
+        """The members of ``role``'s binding with exactly ``condition`` (unconditional by
+        default)."""
         found: set[str] = set()
         for binding in self.bindings:
-            if binding.role == role and binding.condition is None:
+            if binding.role == role and binding.condition == condition:
                 found |= binding.members
         return frozenset(found)
 
-    def with_members(self, role: str, members: frozenset[str]) -> IamPolicy:
-        """This policy with ``members`` added to the unconditional ``role`` binding."""
-        missing = members - self.members_of(role)
+    def conditions_of(self, role: str, member: str) -> tuple[IamCondition, ...]:
+        """The conditions under which ``member`` holds ``role`` (not the unconditional grant)."""
+        return tuple(
+            b.condition
+            for b in self.bindings
+            if b.role == role and b.condition is not None and member in b.members
+        )
+
+    def with_members(
+        self, role: str, members: frozenset[str], condition: IamCondition | None = None
+    ) -> IamPolicy:
+        """This policy with ``members`` added to ``role``'s binding with ``condition``
+        (the unconditional one by default); other bindings stay exactly as they are."""
+        missing = members - self.members_of(role, condition)
         if not missing:
             return self
         bindings = list(self.bindings)
         for i, binding in enumerate(bindings):
-            if binding.role == role and binding.condition is None:
-                bindings[i] = IamBinding(role, binding.members | missing)
+            if binding.role == role and binding.condition == condition:
+                bindings[i] = IamBinding(role, binding.members | missing, condition)
                 break
         else:
-            bindings.append(IamBinding(role, frozenset(missing)))
+            bindings.append(IamBinding(role, frozenset(missing), condition))
         return IamPolicy(tuple(bindings), self.etag)
 
     def without_member(self, role: str, member: str) -> IamPolicy:
-        """This policy with exactly ``member`` removed from ``role``'s bindings."""
+        """This policy with exactly ``member`` removed from ``role``'s bindings, conditional
+        ones included; a binding left with no member goes."""
         bindings = []
         for binding in self.bindings:
             if binding.role == role and member in binding.members:
@@ -152,10 +178,16 @@ class Cloud(Protocol):
     def get_global_address(self, project: str, name: str) -> str | None: ...
     def create_global_address(self, project: str, name: str) -> None: ...
     def delete_global_address(self, project: str, name: str) -> None: ...
+    def backend_service_id(self, project: str, name: str) -> str | None:
+        """The numeric id of the global backend service ``name``; None while it does not
+        exist (GKE's ingress controller makes it) or on a dry run."""
 
     # IAM and Resource Manager
     def service_account_exists(self, project: str, account_id: str) -> bool: ...
     def create_service_account(self, project: str, account_id: str, display_name: str) -> None: ...
+    def project_number(self, project: str) -> str:
+        """The project's number (Resource Manager ``projects.get``), as digits."""
+
     def get_project_iam_policy(self, project: str) -> IamPolicy: ...
     def set_project_iam_policy(self, project: str, policy: IamPolicy) -> IamPolicy: ...
     def get_service_account_iam_policy(self, project: str, email: str) -> IamPolicy: ...
@@ -179,7 +211,13 @@ class Cloud(Protocol):
 
     # The new cluster's Kubernetes API and Cloud Endpoints
     def apply_objects(
-        self, project: str, zone: str, cluster: str, objects: Sequence[Mapping[str, Any]]
+        self,
+        project: str,
+        zone: str,
+        cluster: str,
+        objects: Sequence[Mapping[str, Any]],
+        *,
+        on_progress: ApplyProgress | None = None,
     ) -> ApplySummary: ...
     def ingress_state(
         self,
@@ -192,6 +230,12 @@ class Cloud(Protocol):
         certificate: str,
     ) -> IngressState | None:
         """The Ingress and its ManagedCertificate as GKE reports them; None on a dry run."""
+
+    def service_node_ports(
+        self, project: str, zone: str, cluster: str, *, namespace: str, name: str
+    ) -> Mapping[str, int] | None:
+        """The nodePorts the cluster gave the Service's ports, by port name; None when the
+        Service is not there (yet) or on a dry run."""
 
     def ensure_endpoint(self, project: str, host: str, address_name: str) -> bool:
         """Point ``host`` at the address; True when something had to change."""

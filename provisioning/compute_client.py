@@ -1,8 +1,9 @@
 """Compute Engine's part of ``Cloud``: GPU zones and global addresses over ``compute_v1``.
 
 ``ComputeClient`` answers which zones offer an accelerator type (from the aggregated
-accelerator-type list) and reserves, reads and releases the global static address the
-ingress uses.  It translates the library's exceptions into ``TemporaryError`` /
+accelerator-type list), reserves, reads and releases the global static address the
+ingress uses, and reads the id of the backend service GKE's ingress controller made (the
+audience of IAP's JWT).  It translates the library's exceptions into ``TemporaryError`` /
 ``PermanentError`` here and nowhere else.  Inserts and deletes do not wait for their
 operation: the step observes the address again next time (one non-blocking look at a new
 insert's operation catches an insert that failed at once).  The gcp cloud, assembled by
@@ -122,6 +123,7 @@ class ComputeClient:
         accelerators: compute_v1.AcceleratorTypesClient,
         addresses: compute_v1.GlobalAddressesClient,
         operations: compute_v1.GlobalOperationsClient,
+        backend_services: compute_v1.BackendServicesClient,
         *,
         read_retry: Retry | None = READ_RETRY,
         timeout: float = CALL_TIMEOUT,
@@ -129,6 +131,7 @@ class ComputeClient:
         self._accelerators = accelerators
         self._addresses = addresses
         self._operations = operations
+        self._backend_services = backend_services
         self._read_retry = read_retry
         self._timeout = timeout
 
@@ -140,6 +143,7 @@ class ComputeClient:
                 compute_v1.AcceleratorTypesClient(),
                 compute_v1.GlobalAddressesClient(),
                 compute_v1.GlobalOperationsClient(),
+                compute_v1.BackendServicesClient(),
             )
         endpoint = emulator_host if "://" in emulator_host else f"http://{emulator_host}"
 
@@ -153,6 +157,7 @@ class ComputeClient:
             compute_v1.AcceleratorTypesClient(**options()),
             compute_v1.GlobalAddressesClient(**options()),
             compute_v1.GlobalOperationsClient(**options()),
+            compute_v1.BackendServicesClient(**options()),
         )
 
     # -- accelerators ------------------------------------------------------------------------
@@ -259,3 +264,27 @@ class ComputeClient:
             return
         except _FAILURES as e:
             raise _translate(e, call) from e
+
+    # -- backend services --------------------------------------------------------------------
+
+    def backend_service_id(self, project: str, name: str) -> str | None:
+        """The numeric id of the global backend service ``name``; None when absent."""
+        call = _Call(
+            f"read backend service {name}",
+            "read backend services",
+            "compute.backendServices.get",
+            project,
+        )
+        try:
+            found = self._backend_services.get(
+                project=project,
+                backend_service=name,
+                retry=self._read_retry,
+                timeout=self._timeout,
+            )
+        except exceptions.NotFound:
+            return None
+        except _FAILURES as e:
+            raise _translate(e, call) from e
+        # A uint64; Compute never gives 0 to a resource that exists.
+        return str(found.id) if found.id else None

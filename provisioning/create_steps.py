@@ -9,16 +9,36 @@ for each other).  Called by the worker through ``plans.steps_for``.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+
 from provisioning.actions import IAP_ACCESSOR_ROLE, CreateAction
-from provisioning.cloud import ClusterRequest, IamPolicy, NodePoolRequest
+from provisioning.cloud import ClusterRequest, IamPolicy, IngressState, NodePoolRequest
 from provisioning.engine import Outcome, Step, StepContext, StepResult, check_graph
 from provisioning.errors import PermanentError
+from provisioning.gke_overlay import (
+    GATEWAY_NAMESPACE,
+    GATEWAY_SERVICE,
+    HTTP_PORT,
+    STATUS_PORT,
+    backend_of,
+    gke_overlay,
+    has_gateway,
+)
 from provisioning.iam_edits import edit_project_policy, read_modify_write
+from provisioning.iap_objects import BACKEND_CONFIG as IAP_BACKEND_CONFIG
 from provisioning.iap_objects import CERTIFICATE as IAP_CERTIFICATE
 from provisioning.iap_objects import INGRESS as IAP_INGRESS
 from provisioning.iap_objects import NAMESPACE as IAP_NAMESPACE
-from provisioning.iap_objects import iap_objects
+from provisioning.iap_objects import (
+    iap_objects,
+    jwt_audience,
+    oauth_secret,
+    request_authentication,
+)
 from provisioning.spec import DeploymentSpec, region_of
+
+log = logging.getLogger(__name__)
 
 # Enabled in one batch (Service Usage takes at most 20 ids per request).
 REQUIRED_APIS: tuple[str, ...] = (
@@ -38,6 +58,11 @@ REQUIRED_APIS: tuple[str, ...] = (
 SERVICE_USAGE_BATCH = 20
 APIS_POLL_SECONDS = 10.0
 CLUSTER_POLL_SECONDS = 30.0
+# An Endpoints rollout takes seconds to a minute.
+DNS_POLL_SECONDS = 10.0
+# GKE takes minutes for the load balancer and its backends, up to an hour for the
+# certificate.
+IAP_POLL_SECONDS = 30.0
 NODE_POOL_NAME = "gpu-pool"
 RELEASE_CHANNEL = "REGULAR"
 
@@ -299,7 +324,13 @@ def ensure_kubeflow(ctx: StepContext) -> StepResult:
             "no Kubeflow manifest bundle is configured (KUBEFLOW_BOT_MANIFESTS); "
             "ask the bot's operators"
         )
-    summary = ctx.cloud.apply_objects(spec.project, spec.zone, spec.name, ctx.manifests())
+    summary = ctx.cloud.apply_objects(
+        spec.project,
+        spec.zone,
+        spec.name,
+        gke_overlay(ctx.manifests(), backend_config=IAP_BACKEND_CONFIG),
+        on_progress=lambda settled, total: ctx.progress(f"{settled}/{total} objects applied"),
+    )
     if summary.waiting_for:
         return StepResult(
             Outcome.PENDING, f"waiting for {', '.join(summary.waiting_for[:3])}", 20.0
@@ -309,22 +340,68 @@ def ensure_kubeflow(ctx: StepContext) -> StepResult:
     return ctx.acted(Outcome.UPDATED, f"{summary.applied} objects applied")
 
 
-def ensure_iap_ingress(ctx: StepContext) -> StepResult:
+def ensure_dns_name(ctx: StepContext) -> StepResult:
+    """The Cloud Endpoints name ``NAME.endpoints.PROJECT.cloud.goog`` on the static IP.
+
+    Its own step, waiting only for the address: the service, its config and rollout are
+    done while the cluster is still being created, and once done no later look at the
+    IAP step reads them again."""
     spec = _spec(ctx)
-    summary = ctx.cloud.apply_objects(
-        spec.project, spec.zone, spec.name, iap_objects(spec.host, address_name(spec.name))
-    )
-    endpoint_changed = ctx.cloud.ensure_endpoint(spec.project, spec.host, address_name(spec.name))
-    if summary.waiting_for:
-        return StepResult(Outcome.PENDING, f"waiting for {', '.join(summary.waiting_for)}", 30.0)
+    address = address_name(spec.name)
+    changed = ctx.cloud.ensure_endpoint(spec.project, spec.host, address)
     if ctx.cloud.dry_run:
-        return StepResult(Outcome.PLANNED, f"IAP ingress at {spec.host}")
-    if endpoint_changed:
-        # The Endpoints service, its config or its rollout is on its way: done only once
-        # a look finds nothing left to change.
-        return StepResult(
-            Outcome.PENDING, f"pointing {spec.host} at {address_name(spec.name)}", 10.0
+        return StepResult(Outcome.PLANNED, f"{spec.host} -> {address}")
+    if changed:
+        # The service, its config or its rollout is on its way: done only once a look
+        # finds nothing left to change.
+        return StepResult(Outcome.PENDING, f"pointing {spec.host} at {address}", DNS_POLL_SECONDS)
+    return StepResult(Outcome.UNCHANGED, f"{spec.host} points at {address}")
+
+
+def ensure_iap_ingress(ctx: StepContext) -> StepResult:
+    """IAP in front of Istio's ingress gateway (SPEC step 9, gcp-reference S13-S15).
+
+    Applies the IAP objects (with the custom OAuth client's Secret when one is
+    configured, the health check on the gateway's ``status-port`` nodePort), waits for
+    GKE's load balancer, backends and certificate, and once GKE has made the gateway's
+    backend service, applies the RequestAuthentication for IAP's JWT, whose audience
+    names that backend service.  Pending, with what it waits for, until all of that is."""
+    spec = _spec(ctx)
+    gateway = _gateway_in_bundle(ctx)
+    node_ports: Mapping[str, int] | None = None
+    if gateway:
+        node_ports = ctx.cloud.service_node_ports(
+            spec.project, spec.zone, spec.name, namespace=GATEWAY_NAMESPACE, name=GATEWAY_SERVICE
         )
+        if not ctx.cloud.dry_run and not (node_ports or {}).get(STATUS_PORT):
+            return StepResult(
+                Outcome.PENDING,
+                f"waiting for the {GATEWAY_SERVICE} Service's {STATUS_PORT} nodePort",
+                IAP_POLL_SECONDS,
+            )
+    objects = iap_objects(
+        spec.host,
+        address_name(spec.name),
+        custom_oauth=ctx.oauth_client is not None,
+        health_check_port=(node_ports or {}).get(STATUS_PORT),
+    )
+    if ctx.oauth_client is not None:
+        # First: the BackendConfig names it.
+        objects.insert(0, oauth_secret(ctx.oauth_client))
+    summary = ctx.cloud.apply_objects(spec.project, spec.zone, spec.name, objects)
+    if summary.waiting_for:
+        return StepResult(
+            Outcome.PENDING, f"waiting for {', '.join(summary.waiting_for)}", IAP_POLL_SECONDS
+        )
+    if ctx.cloud.dry_run:
+        if gateway:
+            # What the look at the real project adds once the backend service exists.
+            number = ctx.cloud.project_number(spec.project)
+            audience = jwt_audience(number, "BACKEND_SERVICE_ID")
+            ctx.cloud.apply_objects(
+                spec.project, spec.zone, spec.name, [request_authentication(audience)]
+            )
+        return StepResult(Outcome.PLANNED, f"IAP ingress at {spec.host}")
     state = ctx.cloud.ingress_state(
         spec.project,
         spec.zone,
@@ -334,12 +411,59 @@ def ensure_iap_ingress(ctx: StepContext) -> StepResult:
         certificate=IAP_CERTIFICATE,
     )
     waiting = state.waiting_for(spec.host) if state is not None else []
+    applied = summary.applied
+    if gateway:
+        jwt_waiting, jwt_applied = _ensure_jwt_check(ctx, state, (node_ports or {}).get(HTTP_PORT))
+        waiting += jwt_waiting
+        applied += jwt_applied
     if waiting:
-        # GKE takes minutes for the load balancer and up to an hour for the certificate.
-        return StepResult(Outcome.PENDING, f"waiting for {', '.join(waiting)}", 30.0)
-    if summary.applied == 0:
+        return StepResult(Outcome.PENDING, f"waiting for {', '.join(waiting)}", IAP_POLL_SECONDS)
+    if applied == 0:
         return StepResult(Outcome.UNCHANGED, f"IAP ingress at {spec.host} in place")
     return StepResult(Outcome.UPDATED, f"IAP ingress at {spec.host}")
+
+
+def _gateway_in_bundle(ctx: StepContext) -> bool:
+    """Whether the bundle brings Istio's ingress gateway, which the IAP objects route to.
+
+    A bundle without it has nothing for the health check or the JWT check to point at:
+    the IAP objects then go on without either.  With no bundle (a plan), as the image's."""
+    if ctx.manifests is None:
+        return True
+    found = has_gateway(ctx.manifests())
+    if not found:
+        log.warning(
+            "the Kubeflow bundle has no Service %s/%s: no JWT check at the ingress gateway",
+            GATEWAY_NAMESPACE,
+            GATEWAY_SERVICE,
+        )
+    return found
+
+
+def _ensure_jwt_check(
+    ctx: StepContext, state: IngressState | None, http_node_port: int | None
+) -> tuple[list[str], int]:
+    """Apply the RequestAuthentication once its audience is known: (what it still waits
+    for, in the checklist's words; how many objects changed)."""
+    spec = _spec(ctx)
+    if http_node_port is None:
+        return [f"the {GATEWAY_SERVICE} Service's {HTTP_PORT} nodePort"], 0
+    backends = state.backends if state is not None else {}
+    backend = backend_of(backends, http_node_port)
+    if backend is None:
+        # No backends at all is already "healthy backends" in the Ingress's words.
+        said = bool(state is not None and not backends)
+        return (
+            [] if said else [f"the backend service of nodePort {http_node_port} on the Ingress"]
+        ), 0
+    backend_id = ctx.cloud.backend_service_id(spec.project, backend)
+    if backend_id is None:
+        return [f"the backend service {backend} in Compute Engine"], 0
+    audience = jwt_audience(ctx.cloud.project_number(spec.project), backend_id)
+    summary = ctx.cloud.apply_objects(
+        spec.project, spec.zone, spec.name, [request_authentication(audience)]
+    )
+    return list(summary.waiting_for), summary.applied
 
 
 def ensure_requester_access(ctx: StepContext) -> StepResult:
@@ -374,7 +498,9 @@ CREATE_STEPS: tuple[Step, ...] = (
     Step("gpu_pool", "GPU node pool", ensure_gpu_node_pool, ("cluster",)),
     Step("workload_identity", "Workload Identity bindings", ensure_workload_identity, ("cluster",)),
     Step("kubeflow", "Kubeflow manifests", ensure_kubeflow, ("cluster", "workload_identity")),
-    Step("iap", "IAP, certificate and DNS name", ensure_iap_ingress, ("kubeflow", "static_ip")),
+    Step("dns", "DNS name on the static IP", ensure_dns_name, ("static_ip",)),
+    # After the DNS name: the certificate is issued only once the name resolves to the IP.
+    Step("iap", "IAP, certificate and ingress", ensure_iap_ingress, ("kubeflow", "dns")),
     Step("access", "Access for the requester", ensure_requester_access, ("iap",)),
 )
 check_graph(CREATE_STEPS)

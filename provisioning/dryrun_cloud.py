@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from provisioning.cloud import (
+    ApplyProgress,
     ApplySummary,
     ClusterInfo,
     ClusterRequest,
@@ -86,7 +87,17 @@ class DryRunCloud:
     def delete_global_address(self, project: str, name: str) -> None:
         self._record(f"compute.globalAddresses.delete projects/{project}/global/addresses/{name}")
 
+    def backend_service_id(self, project: str, name: str) -> str | None:
+        self._record(
+            f"compute.backendServices.get projects/{project}/global/backendServices/{name}"
+        )
+        return None
+
     # IAM and Resource Manager
+    def project_number(self, project: str) -> str:
+        self._record(f"cloudresourcemanager.projects.get projects/{project}")
+        return "PROJECT_NUMBER"
+
     def service_account_exists(self, project: str, account_id: str) -> bool:
         self._record(
             f"iam.projects.serviceAccounts.get projects/{project}/serviceAccounts/"
@@ -189,7 +200,13 @@ class DryRunCloud:
 
     # Kubernetes and Cloud Endpoints
     def apply_objects(
-        self, project: str, zone: str, cluster: str, objects: Sequence[Mapping[str, Any]]
+        self,
+        project: str,
+        zone: str,
+        cluster: str,
+        objects: Sequence[Mapping[str, Any]],
+        *,
+        on_progress: ApplyProgress | None = None,
     ) -> ApplySummary:
         kinds = Counter(str(obj.get("kind", "?")) for obj in objects)
         top = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common(4))
@@ -212,6 +229,12 @@ class DryRunCloud:
         self._record(
             f"kubernetes get Ingress {namespace}/{ingress}, ManagedCertificate {certificate}"
         )
+        return None
+
+    def service_node_ports(
+        self, project: str, zone: str, cluster: str, *, namespace: str, name: str
+    ) -> Mapping[str, int] | None:
+        self._record(f"kubernetes get Service {namespace}/{name} on cluster {cluster}")
         return None
 
     def ensure_endpoint(self, project: str, host: str, address_name: str) -> bool:

@@ -9,7 +9,9 @@ failed (a ``PermanentError``: stop and tell the requester).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -21,12 +23,20 @@ from typing import Any
 from provisioning.actions import Action
 from provisioning.cloud import Cloud
 from provisioning.errors import PermanentError, TemporaryError
+from provisioning.oauth import OAuthClient
 from provisioning.records import StepReport, StepStatus
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 ManifestLoader = Callable[[], Sequence[Mapping[str, Any]]]
+# A long step's word on how far it got (``312/503 objects applied``) is stored and shown
+# at most this often: each report is a store write and a chat redraw.
+PROGRESS_INTERVAL_SECONDS = 2.0
+
+
+def _no_progress(_detail: str) -> None:
+    """Where a step's progress goes when nothing listens (a step run on its own)."""
 
 
 class Outcome(StrEnum):
@@ -49,7 +59,9 @@ class StepResult:
 
 @dataclass(frozen=True)
 class StepContext:
-    """What a step may use: the action, who asked, the cloud, the clock."""
+    """What a step may use: the action, who asked, the cloud, the clock, ``progress``
+    to say how far a long step has got (it becomes the step's detail meanwhile), and the
+    operators' OAuth client for IAP, if any."""
 
     request_id: str
     requester: str
@@ -57,6 +69,9 @@ class StepContext:
     cloud: Cloud
     clock: Clock
     manifests: ManifestLoader | None = None
+    progress: Callable[[str], None] = _no_progress
+    # The custom OAuth client for IAP; None: IAP's Google-managed client.
+    oauth_client: OAuthClient | None = None
 
     def acted(self, outcome: Outcome, detail: str) -> StepResult:
         """The result of a step that changed something, or would have on a dry run."""
@@ -151,6 +166,62 @@ def _run_step(
     return report, retry, error
 
 
+class _Reports:
+    """The reports of one run, changed by the engine loop and by steps' progress from
+    their own threads: one change reported at a time, so that reports reach
+    ``on_change`` in the order they were made."""
+
+    def __init__(
+        self,
+        current: dict[str, StepReport],
+        on_change: Callable[[dict[str, StepReport]], None],
+        monotonic: Callable[[], float],
+    ) -> None:
+        self.current = current
+        self._on_change = on_change
+        self._monotonic = monotonic
+        self._lock = threading.RLock()
+        self._last_progress: dict[str, float] = {}
+
+    def finished(self, name: str) -> bool:
+        return self.current[name].status in _FINISHED
+
+    def changed(self) -> None:
+        with self._lock:
+            self._on_change(dict(self.current))
+
+    def start(self, names: Sequence[str]) -> None:
+        """Mark the steps running, reported before they start (so before any progress of
+        theirs); steps still running from an earlier delivery are not news: no write."""
+        with self._lock:
+            news = [name for name in names if self.current[name].status is not StepStatus.RUNNING]
+            for name in news:
+                self.current[name] = self.current[name].model_copy(
+                    update={"status": StepStatus.RUNNING}
+                )
+            if news:
+                self.changed()
+
+    def set(self, name: str, report: StepReport) -> None:
+        with self._lock:
+            self.current[name] = report
+
+    def progress_of(self, name: str) -> Callable[[str], None]:
+        def progress(detail: str) -> None:
+            now = self._monotonic()
+            with self._lock:
+                if self.current[name].status is not StepStatus.RUNNING:
+                    return  # reported after the step ended: its result stands
+                last = self._last_progress.get(name, -PROGRESS_INTERVAL_SECONDS)
+                if now - last < PROGRESS_INTERVAL_SECONDS:
+                    return
+                self._last_progress[name] = now
+                self.current[name] = self.current[name].model_copy(update={"detail": detail})
+                self.changed()
+
+        return progress
+
+
 def run_steps(
     steps: Sequence[Step],
     ctx: StepContext,
@@ -161,44 +232,45 @@ def run_steps(
     monotonic: Callable[[], float] = time.monotonic,
 ) -> RunResult:
     """Run every step not yet finished in ``reports``; call ``on_change`` as they move."""
-    current = {**initial_reports(steps), **{k: v for k, v in reports.items()}}
+    state = _Reports(
+        {**initial_reports(steps), **{k: v for k, v in reports.items()}}, on_change, monotonic
+    )
+    current, finished = state.current, state.finished
     by_name = {s.name: s for s in steps}
     pending_retry: float | None = None
     failure: tuple[str, str] | None = None
     started: set[str] = set()
 
-    def finished(name: str) -> bool:
-        return current[name].status in _FINISHED
-
     with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="step") as pool:
         running: dict[Future[tuple[StepReport, float | None, str | None]], str] = {}
         while True:
             if failure is None:
-                for step in steps:
-                    if step.name in started or finished(step.name):
-                        continue
-                    if all(finished(dep) for dep in step.after):
-                        started.add(step.name)
-                        current[step.name] = current[step.name].model_copy(
-                            update={"status": StepStatus.RUNNING}
-                        )
-                        running[
-                            pool.submit(_run_step, step, ctx, current[step.name], monotonic)
-                        ] = step.name
-                if running:
-                    on_change(dict(current))
+                ready = [
+                    step
+                    for step in steps
+                    if step.name not in started
+                    and not finished(step.name)
+                    and all(finished(dep) for dep in step.after)
+                ]
+                started.update(step.name for step in ready)
+                state.start([step.name for step in ready])
+                for step in ready:
+                    step_ctx = dataclasses.replace(ctx, progress=state.progress_of(step.name))
+                    running[
+                        pool.submit(_run_step, step, step_ctx, current[step.name], monotonic)
+                    ] = step.name
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 name = running.pop(future)
                 report, retry, error = future.result()
-                current[name] = report
+                state.set(name, report)
                 if error is not None and failure is None:
                     failure = (name, error)
                 elif retry is not None:
                     pending_retry = retry if pending_retry is None else min(pending_retry, retry)
-            on_change(dict(current))
+            state.changed()
 
     plan = [call for s in steps for call in current[s.name].calls]
     if failure is not None:

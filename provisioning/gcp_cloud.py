@@ -24,6 +24,7 @@ from typing import Any
 
 from provisioning import kube_status
 from provisioning.cloud import (
+    ApplyProgress,
     ApplySummary,
     ClusterInfo,
     ClusterRequest,
@@ -129,7 +130,13 @@ class GcpCloud:
         self._compute.delete_global_address(project, name)
         self._did(f"compute.globalAddresses.delete projects/{project}/global/addresses/{name}")
 
+    def backend_service_id(self, project: str, name: str) -> str | None:
+        return self._compute.backend_service_id(project, name)
+
     # IAM and Resource Manager
+    def project_number(self, project: str) -> str:
+        return self._iam.project_number(project)
+
     def service_account_exists(self, project: str, account_id: str) -> bool:
         return self._iam.service_account_exists(project, account_id)
 
@@ -195,15 +202,26 @@ class GcpCloud:
 
     # The new cluster's Kubernetes API and Cloud Endpoints
     def apply_objects(
-        self, project: str, zone: str, cluster: str, objects: Sequence[Mapping[str, Any]]
+        self,
+        project: str,
+        zone: str,
+        cluster: str,
+        objects: Sequence[Mapping[str, Any]],
+        *,
+        on_progress: ApplyProgress | None = None,
     ) -> ApplySummary:
-        info = self._gke.get_cluster(project, zone, cluster)
-        if info is None or not info.endpoint or not info.ca_certificate:
-            raise TemporaryError(f"cluster {cluster} has no API endpoint yet", delay=10.0)
-        summary = self._applier(info.endpoint, info.ca_certificate).apply(objects)
+        endpoint, ca_certificate = self._api_address(project, zone, cluster)
+        summary = self._applier(endpoint, ca_certificate).apply(objects, on_progress=on_progress)
         if summary.applied:
             self._did(f"kubernetes server-side apply {summary.applied} objects on {cluster}")
         return summary
+
+    def _api_address(self, project: str, zone: str, cluster: str) -> tuple[str, str]:
+        """The cluster's API endpoint and CA certificate, as GKE hands them out."""
+        info = self._gke.get_cluster(project, zone, cluster)
+        if info is None or not info.endpoint or not info.ca_certificate:
+            raise TemporaryError(f"cluster {cluster} has no API endpoint yet", delay=10.0)
+        return info.endpoint, info.ca_certificate
 
     def _applier(self, endpoint: str, ca_certificate: str) -> KubeApplier:
         with self._appliers_lock:
@@ -230,14 +248,20 @@ class GcpCloud:
         ingress: str,
         certificate: str,
     ) -> IngressState | None:
-        info = self._gke.get_cluster(project, zone, cluster)
-        if info is None or not info.endpoint or not info.ca_certificate:
-            raise TemporaryError(f"cluster {cluster} has no API endpoint yet", delay=10.0)
         return kube_status.ingress_state(
-            self._kube.for_cluster(info.endpoint, info.ca_certificate),
+            self._kube.for_cluster(*self._api_address(project, zone, cluster)),
             namespace=namespace,
             ingress=ingress,
             certificate=certificate,
+        )
+
+    def service_node_ports(
+        self, project: str, zone: str, cluster: str, *, namespace: str, name: str
+    ) -> Mapping[str, int] | None:
+        return kube_status.service_node_ports(
+            self._kube.for_cluster(*self._api_address(project, zone, cluster)),
+            namespace=namespace,
+            name=name,
         )
 
     def ensure_endpoint(self, project: str, host: str, address_name: str) -> bool:

@@ -3,9 +3,11 @@
 ``IamClient`` creates and looks up the deployment's service accounts and reads and writes
 two kinds of IAM policy: a service account's own (``iam_admin_v1.IAMClient``, for Workload
 Identity) and the project's (``resourcemanager_v3.ProjectsClient``, for the accounts'
-roles and IAP access).  It maps ``google.iam.v1`` policies onto the plain ``IamPolicy`` /
-``IamBinding`` values and back, asking for and writing policy version 3 so conditional
-bindings survive, and always sends back the etag it read: a write that lost a race raises
+roles and IAP access); it also reads the project's number (the audience of IAP's JWT
+names it).  It maps ``google.iam.v1`` policies onto the plain ``IamPolicy`` /
+``IamBinding`` / ``IamCondition`` values and back, reading and writing policy version 3 so
+conditional bindings survive whole (expression, title and description), and always sends
+back the etag it read: a write that lost a race raises
 ``ConcurrentChange`` for ``iam_edits.read_modify_write`` to re-read and re-apply.  Every
 other library exception becomes ``TemporaryError`` / ``PermanentError`` here and nowhere
 else.  The gcp cloud, assembled by ``bot``'s composition root, delegates its IAM methods to
@@ -17,8 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from google.api_core import exceptions
@@ -29,7 +29,7 @@ from google.cloud.resourcemanager_v3.services.projects.transports import Project
 from google.iam.v1 import iam_policy_pb2, options_pb2, policy_pb2
 from google.type import expr_pb2
 
-from provisioning.cloud import IamBinding, IamPolicy
+from provisioning.cloud import IamBinding, IamCondition, IamPolicy
 from provisioning.errors import ConcurrentChange, PermanentError, TemporaryError
 from provisioning.google_calls import (
     CALL_TIMEOUT,
@@ -41,17 +41,14 @@ from provisioning.google_calls import (
     unanswered_error,
 )
 
-# Version 3 is the only one that carries conditions; reading at 1 would hand back
-# conditional bindings with renamed roles, which cannot be written back.
+# Version 3 is the only one that carries conditions: read at 1, a policy's conditional
+# bindings come back with renamed roles and no condition, and cannot be written back.  IAM
+# also wants 3 on any write to a policy that holds a condition, even one removing it, and
+# accepts 3 for a policy without any, so every read asks for 3 and every write says 3.
 POLICY_VERSION = 3
-# IAM requires a title on every condition; used only for a conditional binding this client
-# never read (the steps do not make any today).
-NEW_CONDITION_TITLE = "kubeflow-bot"
 
 # Seconds before the step engine tries again.
 RATE_LIMIT_DELAY = 30.0
-# Conditions remembered per policy read (see ``_Conditions``).
-_REMEMBERED_POLICIES = 256
 
 _PERMISSION = re.compile(r"\b((?:iam|resourcemanager)\.[a-zA-Z]+\.[a-zA-Z]+)\b")
 _RATE_LIMIT = re.compile(r"rate limit|too many requests|per minute", re.IGNORECASE)
@@ -176,40 +173,6 @@ def _decode_etag(etag: str) -> bytes:
         raise ValueError(f"not an etag this client read: {etag!r}") from e
 
 
-class _Conditions:
-    """The full condition (title, description) of each conditional binding read.
-
-    ``IamBinding`` carries only a condition's expression; the title and description must
-    still go back unchanged.  A write carries the etag of the policy it edits and is
-    refused unless that policy is still current, so the conditions remembered under
-    (resource, etag) are exactly those to send back."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_read: OrderedDict[tuple[str, bytes], dict[tuple[str, str], expr_pb2.Expr]]
-        self._by_read = OrderedDict()
-
-    def remember(self, resource: str, policy: policy_pb2.Policy) -> None:
-        found = {
-            (b.role, b.condition.expression): b.condition
-            for b in policy.bindings
-            if b.HasField("condition")
-        }
-        if not found:
-            return
-        with self._lock:
-            self._by_read[(resource, policy.etag)] = found
-            while len(self._by_read) > _REMEMBERED_POLICIES:
-                self._by_read.popitem(last=False)
-
-    def full(self, resource: str, etag: bytes, role: str, expression: str) -> expr_pb2.Expr:
-        with self._lock:
-            known = self._by_read.get((resource, etag), {}).get((role, expression))
-        if known is not None:
-            return known
-        return expr_pb2.Expr(expression=expression, title=NEW_CONDITION_TITLE)
-
-
 class IamClient:
     """Service accounts and IAM policies in one project, as the steps see them."""
 
@@ -225,7 +188,6 @@ class IamClient:
         self._projects = projects
         self._read_retry = read_retry
         self._timeout = timeout
-        self._conditions = _Conditions()
 
     @classmethod
     def connect(
@@ -248,30 +210,40 @@ class IamClient:
 
     # -- policies as plain values ------------------------------------------------------------
 
-    def _to_plain(self, resource: str, policy: policy_pb2.Policy) -> IamPolicy:
-        self._conditions.remember(resource, policy)
+    @staticmethod
+    def _to_plain(policy: policy_pb2.Policy) -> IamPolicy:
         return IamPolicy(
             bindings=tuple(
                 IamBinding(
                     role=b.role,
                     members=frozenset(b.members),
-                    condition=b.condition.expression if b.HasField("condition") else None,
+                    condition=(
+                        IamCondition(
+                            expression=b.condition.expression,
+                            title=b.condition.title,
+                            description=b.condition.description,
+                        )
+                        if b.HasField("condition")
+                        else None
+                    ),
                 )
                 for b in policy.bindings
             ),
             etag=_encode_etag(policy.etag),
         )
 
-    def _to_proto(self, resource: str, policy: IamPolicy) -> policy_pb2.Policy:
-        etag = _decode_etag(policy.etag)
-        conditional = any(b.condition is not None for b in policy.bindings)
-        # Version 1 suffices without conditions; with one, IAM refuses anything below 3.
-        out = policy_pb2.Policy(version=POLICY_VERSION if conditional else 1, etag=etag)
+    @staticmethod
+    def _to_proto(policy: IamPolicy) -> policy_pb2.Policy:
+        out = policy_pb2.Policy(version=POLICY_VERSION, etag=_decode_etag(policy.etag))
         for binding in policy.bindings:
             added = out.bindings.add(role=binding.role, members=sorted(binding.members))
             if binding.condition is not None:
                 added.condition.CopyFrom(
-                    self._conditions.full(resource, etag, binding.role, binding.condition)
+                    expr_pb2.Expr(
+                        expression=binding.condition.expression,
+                        title=binding.condition.title,
+                        description=binding.condition.description,
+                    )
                 )
         return out
 
@@ -347,7 +319,7 @@ class IamClient:
             raise _missing_account(email, project) from e
         except exceptions.GoogleAPIError as e:
             raise _translate(e, call) from e
-        return self._to_plain(resource, policy)
+        return self._to_plain(policy)
 
     def set_service_account_iam_policy(
         self, project: str, email: str, policy: IamPolicy
@@ -362,7 +334,7 @@ class IamClient:
             sets_policy=True,
         )
         request = iam_policy_pb2.SetIamPolicyRequest(
-            resource=resource, policy=self._to_proto(resource, policy)
+            resource=resource, policy=self._to_proto(policy)
         )
         try:
             stored = self._iam.set_iam_policy(request=request, retry=None, timeout=self._timeout)
@@ -370,7 +342,31 @@ class IamClient:
             raise _missing_account(email, project) from e
         except exceptions.GoogleAPIError as e:
             raise _translate(e, call) from e
-        return self._to_plain(resource, stored)
+        return self._to_plain(stored)
+
+    # -- the project ---------------------------------------------------------------------
+
+    def project_number(self, project: str) -> str:
+        """The project's number: ``projects.get`` names a project ``projects/{number}``."""
+        call = _Call(
+            _RESOURCE_MANAGER,
+            f"read project {project}",
+            "read the project",
+            "resourcemanager.projects.get",
+            project,
+        )
+        try:
+            found = self._projects.get_project(
+                name=f"projects/{project}", retry=self._read_retry, timeout=self._timeout
+            )
+        except exceptions.GoogleAPIError as e:
+            raise _translate(e, call) from e
+        number = str(found.name).removeprefix("projects/")
+        if not number.isdigit():
+            raise PermanentError(
+                f"Resource Manager named project {project} {found.name!r}, not by its number"
+            )
+        return number
 
     # -- the project's IAM policy ------------------------------------------------------------
 
@@ -391,7 +387,7 @@ class IamClient:
             )
         except exceptions.GoogleAPIError as e:
             raise _translate(e, call) from e
-        return self._to_plain(resource, policy)
+        return self._to_plain(policy)
 
     def set_project_iam_policy(self, project: str, policy: IamPolicy) -> IamPolicy:
         resource = f"projects/{project}"
@@ -404,7 +400,7 @@ class IamClient:
             sets_policy=True,
         )
         request = iam_policy_pb2.SetIamPolicyRequest(
-            resource=resource, policy=self._to_proto(resource, policy)
+            resource=resource, policy=self._to_proto(policy)
         )
         try:
             stored = self._projects.set_iam_policy(
@@ -412,4 +408,4 @@ class IamClient:
             )
         except exceptions.GoogleAPIError as e:
             raise _translate(e, call) from e
-        return self._to_plain(resource, stored)
+        return self._to_plain(stored)

@@ -39,9 +39,10 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 # Refresh this long before expiry: a token handed out must outlive the requests of one
 # apply (minutes at most), and GKE refuses an expired token with 401 mid-apply.
 REFRESH_MARGIN = timedelta(minutes=5)
-# The applier's default concurrency; the pool must be at least as large, or urllib3
-# discards the extra connections and every request beyond it pays a new TLS handshake.
-DEFAULT_POOL_SIZE = 16
+# The applier's default concurrency (16 applies and 4 polls); the pool must be
+# at least as large, or urllib3 discards the extra connections and every request beyond
+# it pays a new TLS handshake.
+DEFAULT_POOL_SIZE = 20
 # Seconds; the client's default is no timeout at all, so a silent API server would hang
 # a worker thread forever.
 CONNECT_TIMEOUT = 10.0

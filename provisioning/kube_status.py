@@ -1,10 +1,12 @@
-"""What GKE reports about an Ingress on a cluster: address, backend health, certificate.
+"""What GKE reports about an Ingress on a cluster: address, backend health, certificate;
+and the nodePorts the cluster gave a Service.
 
-Called by the gcp cloud's ``ingress_state`` for the IAP step, with an ``ApiClient`` from
-``kube_access``.  GKE's ingress controller writes the load balancer's address into the
-Ingress status and each backend's health into the ``ingress.kubernetes.io/backends``
-annotation; the ManagedCertificate's ``status.certificateStatus`` says when Google has
-issued the certificate (gcp-reference S13).  Errors are translated here.
+Called by the gcp cloud's ``ingress_state`` and ``service_node_ports`` for the IAP step,
+with an ``ApiClient`` from ``kube_access``.  GKE's ingress controller writes the load
+balancer's address into the Ingress status and each backend's health into the
+``ingress.kubernetes.io/backends`` annotation; the ManagedCertificate's
+``status.certificateStatus`` says when Google has issued the certificate (gcp-reference
+S13).  Errors are translated here.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kubernetes.client import ApiClient, CustomObjectsApi, NetworkingV1Api
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, NetworkingV1Api
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
@@ -64,6 +66,22 @@ def ingress_state(
         backends=backends,
         certificate=status.get("certificateStatus") if isinstance(status, dict) else None,
     )
+
+
+def service_node_ports(
+    api_client: ApiClient, *, namespace: str, name: str
+) -> dict[str, int] | None:
+    """``{port name: nodePort}`` of the Service ``namespace/name``; None when absent."""
+    found = _read(
+        f"Service {namespace}/{name}",
+        lambda: CoreV1Api(api_client).read_namespaced_service(
+            name, namespace, _request_timeout=_TIMEOUT
+        ),
+    )
+    if found is None:
+        return None
+    ports = (found.spec and found.spec.ports) or []
+    return {p.name: int(p.node_port) for p in ports if p.name and p.node_port}
 
 
 def _backends(raw: str | None) -> dict[str, str]:

@@ -10,9 +10,10 @@ environment.  Library exceptions stop here: they become ``QueueError``, chained.
 Delivery policy on Pub/Sub:
 
 * ``Ack`` acks the message.
-* ``Retry(after_seconds)`` defers it: its ack deadline is set to that many seconds (1 to
-  600) and it is dropped from the client's lease management, so Pub/Sub redelivers it
-  then.  Merely not acking would not defer: the client keeps extending the lease of every
+* ``Retry(after_seconds)`` defers it: it is dropped from the client's lease management
+  and its ack deadline is set to that many seconds (1 to 600), and once more a moment
+  later (``provisioning.pubsub_deferrals`` says why), so Pub/Sub redelivers it then.
+  Merely not acking would not defer: the client keeps extending the lease of every
   message it holds.  ``Retry`` under a second nacks it: it comes back at once.
 * A handler that raises, and a message this worker cannot decode (``MessageSchemaError``,
   e.g. a newer schema version, which a newer worker on the subscription may take), are
@@ -53,16 +54,12 @@ from google.cloud.pubsub_v1.subscriber.message import Message
 from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 from google.cloud.pubsub_v1.types import FlowControl
 
+from provisioning.pubsub_deferrals import MAX_DEFER_SECONDS, MIN_DEFER_SECONDS, Deferrals
 from provisioning.queue import Ack, MessageHandler, Retry
 from provisioning.queue_message import MessageSchemaError, QueueMessage, decode, encode
 
 log = logging.getLogger(__name__)
 
-# A modack takes 0 to 600 s.  The client advises against deadlines under 10 s for leases
-# it must keep; a deferred message is one this worker has let go, and coming back a
-# little early only means one more look.
-MIN_DEFER_SECONDS = 1
-MAX_DEFER_SECONDS = 600
 MIN_LEASE_EXTENSION_SECONDS = 10
 MAX_LEASE_EXTENSION_SECONDS = 600
 MIN_DELIVERY_ATTEMPTS = 5
@@ -149,6 +146,7 @@ class PubSubQueue:
         self._lock = threading.Lock()
         self._streaming: StreamingPullFuture | None = None
         self._closed = False
+        self._deferrals = Deferrals()
         if create_missing:
             self._ensure_topic(self._topic_path)
             if self._dead_letter_path is not None:
@@ -243,6 +241,7 @@ class PubSubQueue:
                 log.exception(
                     "the streaming pull on %s ended with an error", self._subscription_path
                 )
+        self._deferrals.close()
         if self._owns_publisher:
             self._publisher.stop()
         if self._owns_subscriber:
@@ -292,15 +291,10 @@ class PubSubQueue:
                 )
                 received.nack()
 
-    @staticmethod
-    def _defer(received: Message, seconds: float) -> None:
-        # Drop the message from the client's lease management (which would otherwise keep
-        # extending it), then set its ack deadline to when it should come back: in that
-        # order, a lease extension the client sends meanwhile cannot land after ours.
+    def _defer(self, received: Message, seconds: float) -> None:
         # Pub/Sub redelivers it when the deadline passes; meanwhile it holds no thread
         # and no flow-control slot here.
-        received.drop()
-        received.modify_ack_deadline(round(min(max(seconds, MIN_DEFER_SECONDS), MAX_DEFER_SECONDS)))
+        self._deferrals.defer(received, seconds)
 
     def _on_stream_done(self, future: StreamingPullFuture) -> None:
         if future.cancelled():

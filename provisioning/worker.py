@@ -21,6 +21,7 @@ from provisioning.actions import CreateAction
 from provisioning.cloud import Cloud
 from provisioning.engine import Clock, ManifestLoader, RunStatus, StepContext, run_steps
 from provisioning.notifier import Notifier
+from provisioning.oauth import OAuthClient
 from provisioning.plans import steps_for
 from provisioning.queue import Ack, HandleResult, Retry
 from provisioning.queue_message import QueueMessage
@@ -58,6 +59,7 @@ class Worker:
         clock: Clock,
         *,
         manifests: ManifestLoader | None = None,
+        oauth_client: OAuthClient | None = None,
         max_parallel_steps: int = 4,
         lease: timedelta = DEFAULT_LEASE,
         max_poll_seconds: float | None = None,
@@ -67,6 +69,7 @@ class Worker:
         self._notifier = notifier
         self._clock = clock
         self._manifests = manifests
+        self._oauth_client = oauth_client
         self._max_parallel = max_parallel_steps
         self._lease = lease
         self._max_poll = max_poll_seconds
@@ -90,7 +93,9 @@ class Worker:
         holder = f"{self._identity}:{uuid.uuid4().hex[:8]}"
         now = self._now()
         try:
-            self._store.claim(message.request_id, holder=holder, until=now + self._lease, at=now)
+            claimed = self._store.claim(
+                message.request_id, holder=holder, until=now + self._lease, at=now
+            )
         except UnknownRequest:
             log.error("queue message for unknown request %s dropped", message.request_id)
             return Ack()
@@ -112,8 +117,10 @@ class Worker:
         # taken before the first and given back after the second.
         log.info("request %s: working on it (delivery %s)", message.request_id, attempt or "?")
         result: HandleResult | None = None
+        # A lease left behind, not given back: its holder died or stalled past it.
+        took_over = record.lease_holder not in (None, holder)
         try:
-            result = self._handle(message, holder)
+            result = self._handle(claimed, holder, took_over=took_over)
             return result
         finally:
             log.info("request %s: letting go (%s)", message.request_id, _said(result))
@@ -123,9 +130,8 @@ class Worker:
     def _now(self) -> datetime:
         return self._clock()
 
-    def _handle(self, message: QueueMessage, holder: str) -> HandleResult:
-        record = self._store.get(message.request_id)
-        if record is None or record.state not in RUNNABLE:
+    def _handle(self, record: RequestRecord, holder: str, *, took_over: bool) -> HandleResult:
+        if record.state not in RUNNABLE:
             # Moved on while we took the lease.
             return Ack()
         if record.state is State.APPROVED:
@@ -141,18 +147,24 @@ class Worker:
                 )
             except TransitionRefused as e:
                 record = e.current
-        try:
-            record = self._store.transition(
-                record.id,
-                expected={State.QUEUED, State.RUNNING},
-                new=State.RUNNING,
-                actor=WORKER_ACTOR,
-                at=self._now(),
-                detail="resumed" if record.state is State.RUNNING else "",
-            )
-        except TransitionRefused as e:
-            log.info("request %s moved to %s meanwhile; acknowledged", record.id, e.current.state)
-            return Ack()
+        # A look at a request already running is the common case (every poll of a pending
+        # step) and writes nothing here; the history notes only the start, and a takeover
+        # from a holder that died.
+        if record.state is not State.RUNNING or took_over:
+            try:
+                record = self._store.transition(
+                    record.id,
+                    expected={State.QUEUED, State.RUNNING},
+                    new=State.RUNNING,
+                    actor=WORKER_ACTOR,
+                    at=self._now(),
+                    detail="resumed" if record.state is State.RUNNING else "",
+                )
+            except TransitionRefused as e:
+                log.info(
+                    "request %s moved to %s meanwhile; acknowledged", record.id, e.current.state
+                )
+                return Ack()
 
         steps = steps_for(record.action)
         ctx = StepContext(
@@ -162,6 +174,7 @@ class Worker:
             cloud=self._cloud,
             clock=self._clock,
             manifests=self._manifests,
+            oauth_client=self._oauth_client,
         )
         save = self._progress_saver(record.id, [s.name for s in steps], holder)
         result = run_steps(

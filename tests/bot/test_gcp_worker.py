@@ -12,19 +12,23 @@ second instead of every thirty.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from google.cloud import container_v1
 
+from bot import cli
 from provisioning.actions import IAP_ACCESSOR_ROLE
 from provisioning.create_steps import ACCOUNT_ROLES, REQUIRED_APIS, account_email
-from provisioning.iap_objects import INGRESS
+from provisioning.iap_objects import BACKEND_CONFIG, INGRESS, OAUTH_SECRET
 from provisioning.records import State
 from provisioning.spec import DeploymentSpec
 from tests.support.bot_process import BotLauncher
-from tests.support.google_fakes import GKE_ADDON_TOKEN, PROJECT, GoogleFakes
+from tests.support.google_fakes import GKE_ADDON_TOKEN, PROJECT, PROJECT_NUMBER, GoogleFakes
+from tests.support.paths import SAMPLE_POLICY
 from tests.support.pubsub_emulator import PubSubNames
 from tests.support.slack_api import SlackApiStub
 from tests.support.slack_driver import APPROVER, DEMO_URL, REQUESTER, USERS, Slack, text_of
@@ -32,11 +36,51 @@ from tests.support.slack_driver import APPROVER, DEMO_URL, REQUESTER, USERS, Sla
 ZONE = "us-central1-a"
 HOST = f"demo.endpoints.{PROJECT}.cloud.goog"
 FLOW_TIMEOUT = 60.0
-# The namespaces Kubeflow's bundle and the IAP objects need, as a small stand-in bundle.
-BUNDLE = "".join(
-    f"---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"
-    for name in ("kubeflow", "istio-system")
+# What of Kubeflow's bundle the IAP objects need, as a small stand-in bundle: the
+# namespaces, Istio's RequestAuthentication kind and its ingress gateway Service, as
+# upstream renders it (ClusterIP).
+BUNDLE = (
+    "".join(
+        f"---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"
+        for name in ("kubeflow", "istio-system")
+    )
+    + """---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: requestauthentications.security.istio.io
+spec:
+  group: security.istio.io
+  scope: Namespaced
+  names: {kind: RequestAuthentication, plural: requestauthentications,
+          singular: requestauthentication, listKind: RequestAuthenticationList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+  - name: v1beta1
+    served: true
+    storage: false
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: istio-ingressgateway
+  namespace: istio-system
+  labels: {app: istio-ingressgateway, istio: ingressgateway}
+spec:
+  type: ClusterIP
+  selector: {app: istio-ingressgateway, istio: ingressgateway}
+  ports:
+  - {name: status-port, port: 15021, protocol: TCP, targetPort: 15021}
+  - {name: http2, port: 80, protocol: TCP, targetPort: 8080}
+  - {name: https, port: 443, protocol: TCP, targetPort: 8443}
+"""
 )
+OAUTH_CLIENT_ID = "1234-kfbot.apps.googleusercontent.com"
+OAUTH_CLIENT_SECRET = "GOCSPX-e2e-secret-value-9c1d"
 
 
 @pytest.fixture
@@ -72,6 +116,8 @@ def gcp_env(
         "KUBEFLOW_BOT_MAX_POLL_SECONDS": "1",
         "KUBEFLOW_BOT_PUBSUB_LEASE_SECONDS": "10",
         "KUBEFLOW_BOT_MANIFESTS": str(manifests),
+        "KUBEFLOW_BOT_OAUTH_CLIENT_ID": OAUTH_CLIENT_ID,
+        "KUBEFLOW_BOT_OAUTH_CLIENT_SECRET": OAUTH_CLIENT_SECRET,
         **fakes.env(),
     }
 
@@ -160,3 +206,79 @@ def test_an_approved_request_runs_to_its_url_with_the_checklist_in_the_thread(  
     assert bot_tokens <= set(fakes.metadata.tokens)
     assert fakes.service_management.target_of(HOST) == address["address"]
     assert APPROVER in text_of(slack.wait_reply(card, "Approved by"))
+    assert_gke_overlay_and_iap(fakes)
+    # The OAuth client's secret reached the cluster's Secret, and nothing the bot says.
+    secret = fakes.kube.find("Secret", OAUTH_SECRET, namespace="istio-system")
+    assert secret is not None
+    assert base64.b64decode(secret["data"]["client_secret"]).decode() == OAUTH_CLIENT_SECRET
+    assert OAUTH_CLIENT_SECRET not in record.model_dump_json()
+    assert all(OAUTH_CLIENT_SECRET not in bot.log() for bot in launcher.started)
+    assert all(OAUTH_CLIENT_SECRET not in repr(call) for call in stub.calls)
+
+
+def assert_gke_overlay_and_iap(fakes: GoogleFakes) -> None:
+    """The gateway Service as GKE's Ingress needs it, the health check on its status
+    port, and the gateway checking IAP's JWT for the backend service GKE made."""
+    gateway = fakes.kube.find("Service", "istio-ingressgateway", namespace="istio-system")
+    assert gateway is not None
+    assert gateway["spec"]["type"] == "NodePort"
+    annotations = gateway["metadata"]["annotations"]
+    assert annotations["cloud.google.com/backend-config"] == (
+        '{"ports": {"http2":"iap-backendconfig"}}'
+    )
+    assert annotations["cloud.google.com/neg"] == '{"ingress":false}'
+    node_ports = {p["name"]: p["nodePort"] for p in gateway["spec"]["ports"]}
+
+    config = fakes.kube.find("BackendConfig", BACKEND_CONFIG, namespace="istio-system")
+    assert config is not None
+    assert config["spec"]["healthCheck"]["port"] == node_ports["status-port"]
+    assert config["spec"]["iap"]["oauthclientCredentials"] == {"secretName": OAUTH_SECRET}
+
+    ingress = fakes.kube.find("Ingress", INGRESS, namespace="istio-system")
+    assert ingress is not None
+    [backend] = json.loads(ingress["metadata"]["annotations"]["ingress.kubernetes.io/backends"])
+    assert backend.startswith(f"k8s-be-{node_ports['http2']}--")
+    backend_id = fakes.compute.put_backend_service(PROJECT, backend)  # the one GKE made
+    policy = fakes.kube.find("RequestAuthentication", "ingress-jwt", namespace="istio-system")
+    assert policy is not None
+    assert policy["apiVersion"] == "security.istio.io/v1"
+    [rule] = policy["spec"]["jwtRules"]
+    assert rule["audiences"] == [f"/projects/{PROJECT_NUMBER}/global/backendServices/{backend_id}"]
+    assert rule["issuer"] == "https://cloud.google.com/iap"
+    assert rule["jwksUri"] == "https://www.gstatic.com/iap/verify/public_key-jwk"
+    assert rule["fromHeaders"] == [{"name": "x-goog-iap-jwt-assertion"}]
+    assert policy["spec"]["selector"] == {"matchLabels": {"app": "istio-ingressgateway"}}
+
+
+OAUTH_SETTINGS = {
+    "KUBEFLOW_BOT_OAUTH_CLIENT_ID": OAUTH_CLIENT_ID,
+    "KUBEFLOW_BOT_OAUTH_CLIENT_SECRET": OAUTH_CLIENT_SECRET,
+}
+
+
+@pytest.mark.parametrize(
+    ("variable", "missing"),
+    [
+        ("KUBEFLOW_BOT_OAUTH_CLIENT_ID", "KUBEFLOW_BOT_OAUTH_CLIENT_SECRET"),
+        ("KUBEFLOW_BOT_OAUTH_CLIENT_SECRET", "KUBEFLOW_BOT_OAUTH_CLIENT_ID"),
+    ],
+)
+def test_one_oauth_setting_without_the_other_stops_the_start_with_exit_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    variable: str,
+    missing: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env from the working directory
+    for name in OAUTH_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, OAUTH_SETTINGS[variable])
+    monkeypatch.setenv("KUBEFLOW_BOT_POLICY", str(SAMPLE_POLICY))
+
+    assert cli.main(["console"]) == cli.EXIT_CONFIG
+
+    err = capsys.readouterr().err
+    assert f"{missing} is not set" in err
+    assert "Traceback" not in err
+    assert OAUTH_CLIENT_SECRET not in err

@@ -8,11 +8,8 @@ posted, nothing queued.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,86 +17,20 @@ import pytest
 from bot.settings import Settings
 from bot.wiring import build_runtime
 from handlers import action_ids
-from handlers.approvals import Approvals
-from handlers.authz import Authz
-from handlers.commands import Commands
-from handlers.deps import Deps
 from handlers.policy import Policy
-from handlers.progress import ChatNotifier
 from handlers.usage import USAGE
 from provisioning.actions import DeleteAction, GrantAction, RevokeAction
-from provisioning.dryrun_cloud import DryRunCloud
-from provisioning.ids import RequestId
 from provisioning.inprocess_queue import InProcessQueue
-from provisioning.queue import HandleResult
-from provisioning.queue_message import QueueMessage
-from provisioning.records import RequestRecord, State
-from provisioning.sqlite_store import open_store
-from provisioning.store import RequestStore
-from provisioning.worker import Worker
+from provisioning.records import State
 from tests.support.clocks import FakeClock
+from tests.support.command_bot import APPROVER, OWNER, START, TEAM, Bot, new_bot
 from tests.support.paths import SAMPLE_POLICY
 from tests.support.policies import policy
 from tests.support.recording_chat import WAIT_SECONDS, RecordingChat
 
-START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-TEAM = "C0TEAM"
 ELSEWHERE = "C0ELSEWHERE"
-APPROVER = "U_APPROVER"
-OWNER = "U_ALICE"
 OTHER = "U_BOB"
 DEMO_URL = "https://demo.endpoints.demo-project.cloud.goog/"
-
-
-@dataclass
-class Bot:
-    chat: RecordingChat
-    store: RequestStore
-    queue: InProcessQueue
-    clock: FakeClock
-    approvals: Approvals
-    commands: Commands
-    delivered: list[QueueMessage] = field(default_factory=list)
-
-    def run(self, user: str, text: str, channel: str = TEAM) -> str:
-        """Type ``/kubeflow text``; returns the last private answer to ``user`` (or "")."""
-        before = len(self.chat.ephemerals(user))
-        self.commands.handle(user, channel, text)
-        said = self.chat.ephemerals(user)
-        return said[-1].text if len(said) > before else ""
-
-    def new_records(self, user: str, text: str, channel: str = TEAM) -> list[RequestRecord]:
-        before = {r.id for r in self.store.list()}
-        self.commands.handle(user, channel, text)
-        return [r for r in self.store.list() if r.id not in before]
-
-    def file(self, user: str, text: str, channel: str = TEAM) -> RequestRecord:
-        new = self.new_records(user, text, channel)
-        assert len(new) == 1, self.chat.ephemerals(user)
-        return new[0]
-
-    def record(self, request_id: str) -> RequestRecord:
-        record = self.store.get(request_id)
-        assert record is not None
-        return record
-
-    def settle(self) -> list[str]:
-        """Wait for the worker to finish everything queued; ids delivered so far."""
-        assert self.queue.join(timeout=WAIT_SECONDS), "the queue did not drain"
-        return [m.request_id for m in self.delivered]
-
-    def deploy(self, name: str = "demo", owner: str = OWNER, flags: str = "") -> RequestRecord:
-        """Create ``name`` and have it approved and provisioned (on the dry-run cloud)."""
-        record = self.file(owner, f"create {name} {flags}".strip())
-        assert self.approvals.approve(APPROVER, TEAM, record.id) is not None
-        self.settle()
-        done = self.record(record.id)
-        assert done.state is State.SUCCEEDED
-        return done
-
-    def state(self) -> tuple[list[RequestRecord], int, list[str]]:
-        """What a refusal must leave alone: the records, the cards, what was queued."""
-        return self.store.list(), len(self.chat.cards()), self.settle()
 
 
 MakeBot = Callable[..., Bot]
@@ -110,40 +41,13 @@ def make_bot(tmp_path: Path) -> Iterator[MakeBot]:
     built: list[Bot] = []
 
     def make(the_policy: Policy | None = None) -> Bot:
-        the_policy = the_policy or policy()
-        chat = RecordingChat(emails={"alice@example.com": OWNER})
-        queue = InProcessQueue()
-        clock = FakeClock(START)
-        store = open_store(f"sqlite:///{tmp_path / f'requests-{len(built)}.db'}")
-        numbers = itertools.count(1)
-        deps = Deps(
-            policy=the_policy,
-            store=store,
-            queue=queue,
-            chat=chat,
-            directory=chat,
-            authz=Authz(the_policy, chat),
-            clock=clock,
-            new_id=lambda: RequestId(f"kf-{next(numbers):06d}"),
-        )
-        approvals = Approvals(deps)
-        bot = Bot(chat, store, queue, clock, approvals, Commands(deps, approvals))
-        worker = Worker(
-            store, DryRunCloud(), ChatNotifier(chat, store, clock, min_interval=0.0), clock
-        )
-
-        def handle(message: QueueMessage, attempt: int | None) -> HandleResult:
-            bot.delivered.append(message)
-            return worker.handle(message, attempt)
-
-        queue.consume(handle)
+        bot = new_bot(tmp_path / f"requests-{len(built)}.db", the_policy or policy())
         built.append(bot)
         return bot
 
     yield make
     for bot in built:
-        bot.queue.close(timeout=WAIT_SECONDS)
-        bot.store.close()
+        bot.close()
 
 
 @pytest.fixture
@@ -438,7 +342,7 @@ def test_status_by_request_id_shows_the_state_steps_and_url(bot: Bot) -> None:
     answer = bot.run(OTHER, f"status {create.id}")
 
     assert answer.startswith(f"`{create.id}` (create) by <@{OWNER}>: succeeded")
-    assert "Steps done: 10/10" in answer
+    assert "Steps done: 11/11" in answer
     assert "[p] GKE cluster: create cluster demo in us-central1-a" in answer
     assert f"URL: {DEMO_URL}" in answer
 
@@ -450,7 +354,7 @@ def test_status_of_a_finished_deployment_without_gpus_counts_skipped_steps_as_do
 
     answer = bot.run(OTHER, f"status {create.id}")
 
-    assert "Steps done: 10/10" in answer
+    assert "Steps done: 11/11" in answer
 
 
 def test_status_by_name_shows_the_deployments_latest_request(bot: Bot) -> None:

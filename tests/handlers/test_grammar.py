@@ -9,6 +9,7 @@ allowed (and so what is refused) comes from the policy.
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -396,6 +397,73 @@ def test_grants_outside_the_allowed_domains_are_refused_naming_them() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("flag", "lasts"),
+    [
+        ("--for 7d", timedelta(days=7)),
+        ("--for=12h", timedelta(hours=12)),
+        ("--for 2W", timedelta(weeks=2)),
+        ("--for 1h", timedelta(hours=1)),
+        ("--for 90d", timedelta(days=90)),
+        ("--FOR 2160h", timedelta(days=90)),
+    ],
+)
+def test_a_grant_may_end_after_an_hour_to_ninety_days(flag: str, lasts: timedelta) -> None:
+    assert parse_command(f"grant ada@example.com demo {flag}", POLICY) == GrantCommand(
+        email="ada@example.com", name="demo", duration=lasts
+    )
+    assert parse_command(f"grant {flag} ada@example.com", POLICY) == GrantCommand(
+        email="ada@example.com", duration=lasts
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "says"),
+    [
+        ("--for", "--for needs a value"),
+        ("--for 7", "--for takes hours, days or weeks, such as 12h, 7d or 2w, not `7`"),
+        ("--for 30m", "--for takes hours, days or weeks, such as 12h, 7d or 2w, not `30m`"),
+        ("--for 1.5d", "--for takes hours, days or weeks, such as 12h, 7d or 2w, not `1.5d`"),
+        ("--for -1d", "--for takes hours, days or weeks, such as 12h, 7d or 2w, not `-1d`"),
+        ("--for 0h", "--for 0h: access can last from 1h to 90d"),
+        ("--for 91d", "--for 91d: access can last from 1h to 90d"),
+        ("--for 13w", "--for 13w: access can last from 1h to 90d"),
+        ("--for 99999999999w", "--for 99999999999w: access can last from 1h to 90d"),
+        ("--for 7d --for 1d", "--for was given twice; give it once"),
+    ],
+)
+def test_grant_durations_outside_the_bounds_or_unreadable_are_refused(flag: str, says: str) -> None:
+    error = refused(f"grant ada@example.com demo {flag}")
+    assert error.reason == says
+    assert error.usage == USAGE["grant"] == "/kubeflow grant EMAIL [NAME] [--for DURATION]"
+
+
+def test_revoke_takes_no_duration() -> None:
+    error = refused("revoke ada@example.com demo --for 7d")
+    assert error.reason == "unknown flag `--for`; revoke takes no flags"
+
+
+def test_grant_help_explains_the_duration() -> None:
+    text = help_text("grant")
+    assert "--for DURATION: the access ends after DURATION" in text
+    assert "from 1 hour to 90 days" in text
+    assert "Example: `/kubeflow grant ada@example.com demo --for 7d`" in text
+
+
+@pytest.mark.parametrize(
+    ("lasts", "text"),
+    [
+        (timedelta(days=7), "grant ada@example.com demo --for 7d"),
+        (timedelta(weeks=2), "grant ada@example.com demo --for 14d"),
+        (timedelta(hours=36), "grant ada@example.com demo --for 36h"),
+    ],
+)
+def test_a_grant_with_a_duration_renders_in_days_or_hours(lasts: timedelta, text: str) -> None:
+    command = GrantCommand(email="ada@example.com", name="demo", duration=lasts)
+    assert render_command(command) == text
+    assert parse_command(text, POLICY) == command
+
+
 def test_revoke_works_for_any_domain_so_access_stays_removable() -> None:
     assert parse_command("revoke ada@elsewhere.org", POLICY) == RevokeCommand(
         email="ada@elsewhere.org"
@@ -721,7 +789,12 @@ def commands(policy: Policy) -> st.SearchStrategy[Command]:
     request_ids = st.from_regex(r"kf-[a-z0-9]{6}", fullmatch=True)
     return st.one_of(
         create_commands(policy),
-        st.builds(GrantCommand, email=emails(policy), name=maybe_name),
+        st.builds(
+            GrantCommand,
+            email=emails(policy),
+            name=maybe_name,
+            duration=st.none() | st.integers(1, 90 * 24).map(lambda h: timedelta(hours=h)),
+        ),
         st.builds(RevokeCommand, email=emails(policy), name=maybe_name),
         st.builds(StatusCommand, target=st.none() | names() | request_ids),
         st.just(ListCommand()),

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from handlers.messages import checklist
-from handlers.progress import ChatNotifier
+from handlers.progress import UPDATES_PER_MINUTE, ChatNotifier
 from provisioning.actions import Action, CreateAction, GrantAction, RevokeAction
 from provisioning.dryrun_cloud import DryRunCloud
 from provisioning.queue import Ack
@@ -156,6 +156,32 @@ def test_later_progress_redraws_the_same_message_instead_of_posting_again(
     updates = chat.updates()
     assert [u.ref for u in updates] == [post.ref, post.ref]
     assert chat.current_text(post.ref) == checklist(latest)
+
+
+def test_with_many_requests_in_flight_their_redraws_share_slack_s_budget(
+    store: SqliteStore, chat: RecordingChat
+) -> None:
+    monotonic = FakeMonotonic()
+    notifier = ChatNotifier(chat, store, clock, min_interval=1.0, monotonic=monotonic)
+    ids = [
+        running(
+            store,
+            CREATE.model_copy(update={"spec": CREATE.spec.model_copy(update={"name": f"ml{n}"})}),
+            request_id=f"kf-many{n:02d}",
+        )
+        for n in range(11)
+    ]
+    for request_id in ids:
+        notifier.progress(report(store, request_id, R, P, P))
+
+    # Ten others in flight: a request's status message is redrawn every 10 x 60/50 s.
+    spacing = 10 * 60 / UPDATES_PER_MINUTE
+    monotonic.now += spacing - 1
+    notifier.progress(report(store, ids[0], D, R, P))
+    assert chat.updates() == []
+    monotonic.now += 1
+    notifier.progress(report(store, ids[0], D, D, R))
+    assert len(chat.updates()) == 1
 
 
 def test_a_new_notifier_redraws_the_message_an_earlier_one_posted(

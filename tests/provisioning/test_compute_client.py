@@ -60,6 +60,7 @@ def client(compute: FakeCompute) -> ComputeClient:
         compute.accelerator_types_client(),
         compute.addresses_client(),
         compute.operations_client(),
+        compute.backend_services_client(),
         read_retry=quick,
         timeout=5.0,
     )
@@ -222,3 +223,32 @@ def test_the_steps_reserve_the_ip_once_and_refuse_a_zone_without_the_gpu(
         ensure_gpu_zone(context(client, "us-central1-c"))
     assert "us-central1-c does not offer" in err.value.user_message
     assert "us-central1-a, us-central1-f, europe-west4-a" in err.value.user_message
+
+
+# -- Backend services -------------------------------------------------------------------------
+
+
+def test_a_backend_service_s_id_is_read_by_its_name(
+    client: ComputeClient, compute: FakeCompute
+) -> None:
+    made = compute.put_backend_service(PROJECT, "k8s-be-31380--5f1c9e3a7d2b4c60")
+
+    assert client.backend_service_id(PROJECT, "k8s-be-31380--5f1c9e3a7d2b4c60") == made
+    [request] = compute.requests
+    assert (request.method, request.path) == (
+        "GET",
+        f"/compute/v1/projects/{PROJECT}/global/backendServices/k8s-be-31380--5f1c9e3a7d2b4c60",
+    )
+
+
+def test_a_backend_service_gke_has_not_made_yet_has_no_id(client: ComputeClient) -> None:
+    assert client.backend_service_id(PROJECT, "k8s-be-31380--5f1c9e3a7d2b4c60") is None
+
+
+def test_reading_backend_services_without_permission_names_the_permission(
+    client: ComputeClient, compute: FakeCompute
+) -> None:
+    compute.fail_next("GET", 403, "forbidden", "Required 'compute.backendServices.get'")
+
+    with pytest.raises(PermanentError, match=r"compute\.backendServices\.get"):
+        client.backend_service_id(PROJECT, "k8s-be-31380--abc")

@@ -7,6 +7,7 @@ through ``planner.plan``.
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from provisioning import create_steps
 from provisioning.access_steps import GRANT_STEPS, REVOKE_STEPS
@@ -36,6 +38,7 @@ from provisioning.create_steps import (
 from provisioning.delete_steps import DELETE_STEPS
 from provisioning.engine import RunResult, RunStatus, Step, StepContext, run_steps
 from provisioning.errors import PermanentError
+from provisioning.oauth import OAuthClient
 from provisioning.planner import plan
 from provisioning.records import StepReport, StepStatus
 from provisioning.spec import DeploymentSpec, GpuSpec
@@ -119,8 +122,10 @@ def run_until_done(
     raise AssertionError(f"still pending after {max_runs} runs: {result.reports}")
 
 
-def create_all(cloud: MemoryCloud, action: CreateAction | None = None) -> RunResult:
-    result, _ = run_until_done(CREATE_STEPS, context(cloud, action or create()))
+def create_all(
+    cloud: MemoryCloud, action: CreateAction | None = None, *, ctx: StepContext | None = None
+) -> RunResult:
+    result, _ = run_until_done(CREATE_STEPS, ctx or context(cloud, action or create()))
     assert result.status is RunStatus.DONE, result.failure
     return result
 
@@ -681,6 +686,45 @@ def test_a_stocked_out_gpu_pool_names_the_zones_that_offer_the_gpu() -> None:
 # -- IAP: the URL is announced only once it works -------------------------------------------
 
 
+def test_the_kubeflow_step_says_how_many_objects_are_applied_while_it_applies() -> None:
+    cloud = memory_cloud()
+    details: list[str] = []
+
+    def on_change(reports: dict[str, StepReport]) -> None:
+        if reports["kubeflow"].status is StepStatus.RUNNING:
+            details.append(reports["kubeflow"].detail)
+
+    reports: dict[str, StepReport] = {}
+    for _ in range(10):
+        result = run_steps(CREATE_STEPS, context(cloud, create()), reports, on_change)
+        reports = result.reports
+        if reports["kubeflow"].status is StepStatus.DONE:
+            break
+
+    assert f"1/{len(MANIFESTS)} objects applied" in details
+    assert reports["kubeflow"].detail == f"{len(MANIFESTS)} objects applied"
+
+
+def test_the_dns_name_is_rolled_out_while_the_cluster_is_still_being_created() -> None:
+    cloud = memory_cloud(cluster_polls=5)
+    ctx = context(cloud, create())
+
+    first = run_steps(CREATE_STEPS, ctx, {}, lambda _r: None)
+    second = run_steps(CREATE_STEPS, ctx, first.reports, lambda _r: None)
+
+    # The first look started the rollout; the second found nothing left to change.
+    assert first.reports["dns"].status is StepStatus.RUNNING
+    assert first.reports["dns"].detail == f"pointing {HOST} at {NAME}-ip"
+    assert second.reports["dns"].status is StepStatus.DONE
+    assert second.reports["dns"].detail == f"{HOST} points at {NAME}-ip"
+    assert second.reports["cluster"].status is StepStatus.RUNNING
+    assert cloud.endpoints(PROJECT) == {HOST: f"{NAME}-ip"}
+    # Done once: later looks at the request do not read the Endpoints service again.
+    looks = cloud.calls["ensure_endpoint"]
+    run_steps(CREATE_STEPS, ctx, second.reports, lambda _r: None)
+    assert cloud.calls["ensure_endpoint"] == looks == 2
+
+
 def test_the_iap_step_waits_for_the_certificate_then_finishes() -> None:
     cloud = memory_cloud()
     cloud.ingress = IngressState(
@@ -729,3 +773,193 @@ def test_what_an_ingress_is_waiting_for_is_said_in_words(
     state: IngressState, waiting: list[str]
 ) -> None:
     assert state.waiting_for("h") == waiting
+
+
+# -- The GKE overlay, IAP's OAuth client and its JWT check ---------------------------------
+
+GATEWAY: dict[str, Any] = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
+    "spec": {
+        # As upstream Kubeflow renders it.
+        "type": "ClusterIP",
+        "selector": {"app": "istio-ingressgateway"},
+        "ports": [
+            {"name": "status-port", "port": 15021, "targetPort": 15021},
+            {"name": "http2", "port": 80, "targetPort": 8080},
+            {"name": "https", "port": 443, "targetPort": 8443},
+        ],
+    },
+}
+GATEWAY_MANIFESTS = [
+    *MANIFESTS,
+    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}},
+    GATEWAY,
+]
+CLIENT_ID = "1234-abc.apps.googleusercontent.com"
+CLIENT_SECRET = "GOCSPX-step-test-secret-value"
+
+
+def gateway_context(cloud: Any, *, oauth: OAuthClient | None = None) -> StepContext:
+    return replace(
+        context(cloud, create()), manifests=lambda: GATEWAY_MANIFESTS, oauth_client=oauth
+    )
+
+
+def applied(cloud: MemoryCloud, kind: str, name: str) -> Any:
+    found = [
+        obj
+        for (_, k, _, n), obj in cloud.objects(PROJECT, ZONE, NAME).items()
+        if (k, n) == (kind, name)
+    ]
+    return found[0] if found else None
+
+
+def run_until_iap_waits(cloud: MemoryCloud, ctx: StepContext) -> RunResult:
+    reports: dict[str, StepReport] = {}
+    for _ in range(10):
+        result = run_steps(CREATE_STEPS, ctx, reports, lambda _r: None)
+        reports = result.reports
+        if result.status is not RunStatus.PENDING or reports["iap"].detail.startswith("waiting"):
+            return result
+    raise AssertionError(f"the IAP step never waited: {reports['iap']}")
+
+
+def test_the_kubeflow_step_applies_the_gateway_as_a_node_port_service_for_gke() -> None:
+    cloud = memory_cloud()
+    create_all(cloud, ctx=gateway_context(cloud))
+
+    service = applied(cloud, "Service", "istio-ingressgateway")
+    assert service["spec"]["type"] == "NodePort"
+    assert service["metadata"]["annotations"] == {
+        "cloud.google.com/backend-config": '{"ports": {"http2":"iap-backendconfig"}}',
+        "cloud.google.com/neg": '{"ingress":false}',
+    }
+    # Changed in what was applied, not in the bundle.
+    assert GATEWAY["spec"]["type"] == "ClusterIP"
+
+
+def test_the_iap_step_waits_for_the_backend_service_then_checks_iap_s_jwt_for_it() -> None:
+    cloud = memory_cloud()
+    cloud.backends_in_compute = False
+    ctx = gateway_context(cloud)
+
+    waiting = run_until_iap_waits(cloud, ctx)
+
+    ports = cloud.service_node_ports(
+        PROJECT, ZONE, NAME, namespace="istio-system", name="istio-ingressgateway"
+    )
+    assert ports is not None
+    backend = f"k8s-be-{ports['http2']}--abc"
+    assert waiting.status is RunStatus.PENDING
+    assert waiting.reports["iap"].detail == (
+        f"waiting for the backend service {backend} in Compute Engine"
+    )
+    assert applied(cloud, "RequestAuthentication", "ingress-jwt") is None
+
+    cloud.backends_in_compute = True
+    done = run_steps(CREATE_STEPS, ctx, waiting.reports, lambda _r: None)
+
+    assert done.status is RunStatus.DONE
+    backend_id = cloud.backend_service_id(PROJECT, backend)
+    number = cloud.project_number(PROJECT)
+    assert backend_id and number.isdigit()
+    policy = applied(cloud, "RequestAuthentication", "ingress-jwt")
+    assert policy["apiVersion"] == "security.istio.io/v1"
+    [rule] = policy["spec"]["jwtRules"]
+    assert rule["audiences"] == [f"/projects/{number}/global/backendServices/{backend_id}"]
+    assert rule["issuer"] == "https://cloud.google.com/iap"
+    assert rule["fromHeaders"] == [{"name": "x-goog-iap-jwt-assertion"}]
+    assert policy["spec"]["selector"] == {"matchLabels": {"app": "istio-ingressgateway"}}
+
+
+def test_the_iap_step_waits_until_the_ingress_reports_the_gateway_s_backend() -> None:
+    cloud = memory_cloud()
+    # Another Service's backend only: not the gateway's http2 nodePort.
+    cloud.ingress = IngressState(
+        address="34.120.0.1", backends={"k8s-be-32767--abc": "HEALTHY"}, certificate="Active"
+    )
+
+    waiting = run_until_iap_waits(cloud, gateway_context(cloud))
+
+    ports = cloud.service_node_ports(
+        PROJECT, ZONE, NAME, namespace="istio-system", name="istio-ingressgateway"
+    )
+    assert ports is not None
+    assert waiting.reports["iap"].detail == (
+        f"waiting for the backend service of nodePort {ports['http2']} on the Ingress"
+    )
+    assert cloud.calls["backend_service_id"] == 0
+
+
+def test_the_backend_config_health_check_uses_the_status_port_node_port() -> None:
+    cloud = memory_cloud()
+    create_all(cloud, ctx=gateway_context(cloud))
+
+    ports = cloud.service_node_ports(
+        PROJECT, ZONE, NAME, namespace="istio-system", name="istio-ingressgateway"
+    )
+    assert ports is not None
+    config = applied(cloud, "BackendConfig", "iap-backendconfig")
+    assert config["spec"]["healthCheck"]["port"] == ports["status-port"]
+    assert ports["status-port"] != ports["http2"]
+
+
+def test_with_a_custom_oauth_client_iap_uses_it_from_the_secret() -> None:
+    cloud = memory_cloud()
+    client = OAuthClient(CLIENT_ID, SecretStr(CLIENT_SECRET))
+    result = create_all(cloud, ctx=gateway_context(cloud, oauth=client))
+
+    secret = applied(cloud, "Secret", "kubeflow-oauth")
+    assert secret["metadata"]["namespace"] == "istio-system"
+    assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == {
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+    }
+    config = applied(cloud, "BackendConfig", "iap-backendconfig")
+    assert config["spec"]["iap"]["oauthclientCredentials"] == {"secretName": "kubeflow-oauth"}
+    # Not in what the checklist stores.
+    for report in result.reports.values():
+        assert CLIENT_SECRET not in report.model_dump_json()
+        assert base64.b64encode(CLIENT_SECRET.encode()).decode() not in report.model_dump_json()
+
+
+def test_without_a_custom_client_iap_uses_google_s_managed_one() -> None:
+    cloud = memory_cloud()
+    create_all(cloud, ctx=gateway_context(cloud))
+
+    assert applied(cloud, "Secret", "kubeflow-oauth") is None
+    config = applied(cloud, "BackendConfig", "iap-backendconfig")
+    assert config["spec"]["iap"] == {"enabled": True}
+
+
+def test_a_bundle_without_the_gateway_gets_no_jwt_check_and_no_health_check_port(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cloud = memory_cloud()
+    create_all(cloud)
+
+    assert applied(cloud, "RequestAuthentication", "ingress-jwt") is None
+    config = applied(cloud, "BackendConfig", "iap-backendconfig")
+    assert "port" not in config["spec"]["healthCheck"]
+    assert cloud.calls["service_node_ports"] == 0
+    assert "no JWT check at the ingress gateway" in caplog.text
+
+
+def test_the_plan_reads_the_gateway_and_project_and_checks_iap_s_jwt() -> None:
+    calls = planned()["iap"].calls
+
+    assert any("get Service istio-system/istio-ingressgateway" in c for c in calls)
+    assert f"cloudresourcemanager.projects.get projects/{PROJECT}" in calls
+    assert any("(1 RequestAuthentication)" in c for c in calls)
+
+
+def test_before_the_ingress_has_backends_the_iap_step_says_so_once() -> None:
+    cloud = memory_cloud()
+    cloud.ingress = IngressState(address="34.120.0.1", backends={}, certificate="Active")
+
+    waiting = run_until_iap_waits(cloud, gateway_context(cloud))
+
+    assert waiting.reports["iap"].detail == "waiting for healthy backends"
+    assert applied(cloud, "RequestAuthentication", "ingress-jwt") is None

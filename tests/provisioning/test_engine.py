@@ -18,6 +18,7 @@ from provisioning.actions import GrantAction
 from provisioning.create_steps import CREATE_STEPS
 from provisioning.delete_steps import DELETE_STEPS
 from provisioning.engine import (
+    PROGRESS_INTERVAL_SECONDS,
     Outcome,
     RunResult,
     RunStatus,
@@ -245,6 +246,70 @@ def test_a_resumed_step_keeps_the_time_and_calls_of_its_earlier_runs() -> None:
         "create_cluster ml-project-1/us-central1-a/ml-lab",
         "get_cluster ml-project-1/us-central1-a/ml-lab",
     )
+
+
+# -- Progress and reporting ----------------------------------------------------------------
+
+
+def test_a_long_step_s_progress_becomes_its_detail_at_most_every_interval() -> None:
+    clock = FakeMonotonic()
+    seen: list[str] = []
+
+    def apply(ctx: StepContext) -> StepResult:
+        for settled in range(1, 11):
+            ctx.progress(f"{settled}/10 objects applied")
+            clock.advance(PROGRESS_INTERVAL_SECONDS / 2)
+        return StepResult(Outcome.UPDATED, "10 objects applied")
+
+    result = run(
+        (Step("kubeflow", "Kubeflow", apply),),
+        on_change=lambda reports: seen.append(reports["kubeflow"].detail),
+        monotonic=clock,
+    )
+
+    # Every other report (half an interval apart), then the step's own result.
+    assert seen == [
+        "",
+        "1/10 objects applied",
+        "3/10 objects applied",
+        "5/10 objects applied",
+        "7/10 objects applied",
+        "9/10 objects applied",
+        "10 objects applied",
+    ]
+    assert result.reports["kubeflow"].detail == "10 objects applied"
+
+
+def test_progress_from_a_step_that_is_no_longer_running_is_ignored() -> None:
+    late: list[Callable[[str], None]] = []
+    seen: list[str] = []
+
+    def quick(ctx: StepContext) -> StepResult:
+        late.append(ctx.progress)
+        return StepResult(Outcome.UNCHANGED, "done")
+
+    result = run((Step("a", "A", quick),), on_change=lambda r: seen.append(r["a"].detail))
+    late[0]("1/2 objects applied")
+
+    assert result.reports["a"].detail == "done"
+    assert seen == ["", "done"]
+
+
+def test_a_step_still_running_from_an_earlier_delivery_is_reported_once_it_moves() -> None:
+    changes: list[dict[str, StepReport]] = []
+    earlier = {
+        "cluster": StepReport(
+            name="cluster", title="Cluster", status=StepStatus.RUNNING, detail="provisioning"
+        )
+    }
+
+    def still(_ctx: StepContext) -> StepResult:
+        return StepResult(Outcome.PENDING, "provisioning", retry_after=30.0)
+
+    run((Step("cluster", "Cluster", still),), earlier, on_change=changes.append)
+
+    # Nothing new when it starts again: one report, when the look is done.
+    assert len(changes) == 1
 
 
 # -- Errors --------------------------------------------------------------------------------

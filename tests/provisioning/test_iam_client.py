@@ -22,7 +22,7 @@ from google.type import expr_pb2
 
 from provisioning.access_steps import ensure_access_granted, ensure_access_revoked
 from provisioning.actions import IAP_ACCESSOR_ROLE, CreateAction, GrantAction, RevokeAction
-from provisioning.cloud import Cloud, IamBinding, IamPolicy
+from provisioning.cloud import Cloud, IamBinding, IamCondition, IamPolicy
 from provisioning.create_steps import (
     ACCOUNT_ROLES,
     WORKLOAD_IDENTITY_ROLE,
@@ -145,7 +145,8 @@ def test_a_service_account_policy_round_trips_with_its_exact_etag(
     [sent] = iam.calls("SetIamPolicy")
     assert sent.resource == f"projects/{PROJECT}/serviceAccounts/{EMAIL}"
     assert sent.policy.etag == EMPTY_POLICY_ETAG
-    assert sent.policy.version == 1
+    # Every write says version 3: IAM accepts it for a policy without conditions too.
+    assert sent.policy.version == 3
     assert iam.blind_sets == 0
     assert {r.options.requested_policy_version for r in iam.calls("GetIamPolicy")} == {3}
 
@@ -193,7 +194,9 @@ def test_a_project_policy_round_trip_keeps_unrelated_and_conditional_bindings_wh
     policy = client.get_project_iam_policy(PROJECT)
     assert (
         IamBinding(
-            IAP_ACCESSOR_ROLE, frozenset({"user:contractor@example.com"}), CONDITION.expression
+            IAP_ACCESSOR_ROLE,
+            frozenset({"user:contractor@example.com"}),
+            IamCondition(CONDITION.expression, CONDITION.title, CONDITION.description),
         )
         in policy.bindings
     )
@@ -651,3 +654,19 @@ def test_grant_and_revoke_go_updated_then_unchanged_and_keep_other_bindings(
         (IAP_ACCESSOR_ROLE, ["user:contractor@example.com"], CONDITION),
     ]
     assert rm.blind_sets == 0
+
+
+# -- The project's number -------------------------------------------------------------------
+
+
+def test_the_project_number_comes_from_the_project_s_resource_name(
+    client: IamClient, rm: FakeResourceManager
+) -> None:
+    assert client.project_number(PROJECT) == str(NUMBER)
+    [request] = rm.requests
+    assert (request.method, request.request.name) == ("GetProject", f"projects/{PROJECT}")
+
+
+def test_a_project_the_bot_cannot_see_is_said_so(client: IamClient) -> None:
+    with pytest.raises(PermanentError, match=r"resourcemanager\.projects\.get"):
+        client.project_number("other-project")

@@ -1,14 +1,16 @@
-"""``KubeApplier`` against ``FakeKube``: ordering, races, errors, and fast re-apply.
+"""``KubeApplier`` against ``FakeKube``: ordering, races, errors, bodies and re-apply.
 
 Small hand-written bundles run on a ``FakeMonotonic`` clock that the applier's sleeps
-advance, so CRDs establish and Deployments become Available exactly when the test says;
-the shared Kubeflow bundle runs in real time with 10 ms of latency per request.
+advance, so CRDs establish and Deployments become Available exactly when the test says.
+The shared Kubeflow bundle is in ``test_kube_applier_kubeflow.py``.
 """
 
 from __future__ import annotations
 
 import copy
-import gzip
+import datetime
+import hashlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,11 +22,11 @@ import yaml
 from provisioning.errors import PermanentError
 from provisioning.kube_access import api_client
 from provisioning.kube_applier import HASH_ANNOTATION, KubeApplier
+from provisioning.kube_bundle import desired, scoped, wire_body
+from provisioning.kube_webhook_waits import MAX_BACKEND_POLL
 from tests.support.clocks import FakeMonotonic
 from tests.support.fake_kube import FakeKube
-from tests.support.paths import SHARED_DATA
 
-BUNDLE = SHARED_DATA / "kubeflow-26.03-example.yaml.gz"
 Json = dict[str, Any]
 
 
@@ -180,7 +182,9 @@ def test_a_bundle_lands_in_dependency_order_with_webhooks_last(
     assert kube.find("ValidatingWebhookConfiguration", "check") is not None
     # Had the webhook configuration gone in before the ConfigMap, it would have refused it.
     assert kube.refusals == []
-    assert progress[-1] == (8, 8)
+    assert kube.requests("PATCH") == 8  # nothing met a missing namespace or kind either
+    # Told after each object of so small a bundle, ending with all of them.
+    assert progress == [(n, 8) for n in range(1, 9)]
     stored = kube.find("ConfigMap", "settings", "app")
     assert stored is not None
     assert HASH_ANNOTATION in stored["metadata"]["annotations"]
@@ -195,29 +199,41 @@ def test_custom_resources_wait_for_their_crd_to_be_established(
     summary = make_applier().apply([namespace("app"), widget_crd(), widget()])
     assert summary == type(summary)(applied=3, unchanged=0, waiting_for=())
     assert kube.find("Widget", "w1", "app", group="example.com") is not None
-    # /version, /apis, /api/v1, the CRD group; refreshed once: /version, /apis, the new group.
-    assert kube.requests("GET", "discovery") == 7
+    # /api/v1, the CRD group and the new group (not served yet), then polls of the new
+    # group every 0.1 s growing by half, up to 0.5 s, until it serves Widgets at 1.5 s:
+    # at 0.1, 0.25, 0.475, 0.81, 1.31, 1.81.  The CRD itself, schema and all, is never
+    # read back.
+    assert kube.requests("GET", "discovery") == 3 + 6
+    assert kube.requests("GET", "CustomResourceDefinition") == 0
 
 
-def test_a_crd_slower_than_the_settle_time_is_reported_and_the_rest_waits(
+def test_a_crd_slower_than_the_settle_time_is_reported_and_its_objects_wait(
     kube: FakeKube, clock: FakeMonotonic, make_applier: Callable[..., KubeApplier]
 ) -> None:
     kube.crd_establish_seconds = 30
     applier = make_applier(settle_seconds=1.0)
-    bundle = [namespace("app"), widget_crd(), widget(), config_map()]
+    bundle = [*hook_stack(), namespace("app"), widget_crd(), widget(), config_map()]
     summary = applier.apply(bundle)
     assert summary.waiting_for == (
+        "ValidatingWebhookConfiguration check "
+        "(after every CustomResourceDefinition is established)",
         "CustomResourceDefinition widgets.example.com (to be established)",
     )
-    assert kube.find("ConfigMap", "settings", "app") is None
+    # What needs no CRD is in; the Widget waits for its CRD, and the webhook
+    # configuration for everything else.
+    assert kube.find("ConfigMap", "settings", "app") is not None
+    assert kube.find("Widget", "w1", "app", group="example.com") is None
+    assert kube.find("ValidatingWebhookConfiguration", "check") is None
+    assert summary.applied == 6
 
     clock.advance(30)
     summary = applier.apply(bundle)
-    assert (summary.applied, summary.unchanged, summary.waiting_for) == (2, 2, ())
+    assert (summary.applied, summary.unchanged, summary.waiting_for) == (2, 6, ())
     assert kube.find("Widget", "w1", "app", group="example.com") is not None
+    assert kube.refusals == []
 
 
-def test_objects_refused_by_a_webhook_not_serving_yet_are_retried_until_they_land(
+def test_objects_refused_by_a_webhook_from_elsewhere_are_retried_with_backoff(
     kube: FakeKube, clock: FakeMonotonic, make_applier: Callable[..., KubeApplier]
 ) -> None:
     kube.never_available({"hooks/hook"})
@@ -230,13 +246,40 @@ def test_objects_refused_by_a_webhook_not_serving_yet_are_retried_until_they_lan
         if len(waits) == 3:
             kube.restore_availability({"hooks/hook"})
 
-    summary = make_applier(sleep=sleep).apply(
-        [*hook_stack(), namespace("app"), config_map(), config_map("other")]
-    )
+    # The webhook's Service and Deployment are not in this bundle: nothing to watch.
+    summary = make_applier(sleep=sleep).apply([namespace("app"), config_map(), config_map("other")])
     assert summary.waiting_for == ()
     assert kube.find("ConfigMap", "settings", "app") is not None
     assert len(kube.refusals) == 2 * 3  # both ConfigMaps, three rounds
     assert waits[1] > waits[0] * 0.9 and waits[2] > waits[1] * 0.9  # backing off
+
+
+def test_objects_refused_by_a_webhook_of_the_bundle_go_in_once_its_server_is_up(
+    kube: FakeKube, clock: FakeMonotonic, make_applier: Callable[..., KubeApplier]
+) -> None:
+    kube.never_available({"hooks/hook"})
+    make_applier().apply(hook_stack())
+    restored_at: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        if clock() >= 1003.0 and not restored_at:  # three seconds into the apply
+            kube.restore_availability({"hooks/hook"})
+            restored_at.append(clock())
+
+    kube.reset_counters()
+    started = clock()
+    summary = make_applier(sleep=sleep).apply(
+        [*hook_stack(), namespace("app"), config_map(), config_map("other")]
+    )
+    assert started == 1000.0
+    assert summary.waiting_for == ()
+    assert kube.find("ConfigMap", "other", "app") is not None
+    # Refused once each; retried when the webhook's Deployment was seen Available, not
+    # on a blind schedule: no refusal in between, and little time lost after it.
+    assert len(kube.refusals) == 2
+    assert kube.requests("GET", "Deployment") >= 4  # polled while it was not
+    assert clock() - restored_at[0] <= MAX_BACKEND_POLL
 
 
 def test_refusals_past_the_deadline_are_reported_as_waiting(
@@ -271,6 +314,20 @@ def test_an_invalid_object_fails_at_once_naming_it(kube: FakeKube, applier: Kube
     message = failed.value.user_message
     assert message.startswith('ConfigMap default/Bad_Name: ConfigMap "Bad_Name" is invalid')
     assert kube.requests("PATCH", "ConfigMap") == 2  # no retry of the invalid one
+
+
+def test_a_refusal_time_does_not_cure_stops_what_has_not_started(
+    kube: FakeKube, make_applier: Callable[..., KubeApplier]
+) -> None:
+    good = [config_map(f"good-{n}", "default") for n in range(60)]
+    with pytest.raises(PermanentError) as failed:
+        make_applier(max_parallel=4).apply([config_map("Bad_Name", "default"), *good])
+    assert failed.value.user_message.startswith("ConfigMap default/Bad_Name: ")
+    # Only what went out alongside it (four at a time), and nothing after the error.
+    sent = kube.requests("PATCH", "ConfigMap")
+    assert sent < 30
+    time.sleep(0.2)
+    assert kube.requests("PATCH", "ConfigMap") == sent
 
 
 def test_refused_credentials_are_a_permanent_error(clock: FakeMonotonic, tmp_path: Path) -> None:
@@ -340,40 +397,68 @@ def test_a_changed_object_is_applied_again(
     assert stored["data"] == {"mode": "b"}
 
 
-# -- the real bundle ------------------------------------------------------------------------
+# -- bodies -------------------------------------------------------------------------------
 
 
-def load_bundle() -> list[Json]:
-    if not BUNDLE.exists():
-        pytest.skip(f"the shared Kubeflow bundle is absent ({BUNDLE})")
-    with gzip.open(BUNDLE, "rt") as f:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        return [doc for doc in yaml.load_all(f, Loader=loader) if doc]
+def test_apply_bodies_are_json_that_reads_the_same_as_yaml(
+    kube: FakeKube, applier: KubeApplier
+) -> None:
+    cm = config_map(enabled="yes", version="1.10", nothing="null", octal="0755")
+    # An unquoted date in a manifest is a date to a YAML loader.
+    cm["metadata"]["annotations"] = {"example.com/since": datetime.date(2026, 3, 2)}
+    item = desired(cm)
+    sent = wire_body(item)
+    # The API server decodes application/apply-patch+yaml as YAML; JSON is YAML, and
+    # quoted, "yes" or "0755" stay strings where a YAML dump might have left them bare.
+    assert yaml.safe_load(sent) == json.loads(sent)
+    assert json.loads(sent)["metadata"]["annotations"] == {
+        "example.com/since": "2026-03-02",
+        HASH_ANNOTATION: item.digest,
+    }
+
+    assert applier.apply([namespace("app"), cm]).applied == 2
+    stored = kube.find("ConfigMap", "settings", "app")
+    assert stored is not None
+    assert stored["data"] == {
+        "enabled": "yes",
+        "version": "1.10",
+        "nothing": "null",
+        "octal": "0755",
+    }
+    assert stored["metadata"]["annotations"]["example.com/since"] == "2026-03-02"
+    assert applier.apply([namespace("app"), copy.deepcopy(cm)]).unchanged == 2
 
 
-def test_the_kubeflow_bundle_applies_and_reapplies_as_a_no_op(tmp_path: Path) -> None:
-    docs = load_bundle()
-    with FakeKube(
-        latency_seconds=0.01, crd_establish_seconds=0.2, deployment_ready_seconds=0.3
-    ) as kube:
-        api = api_client(f"127.0.0.1:{kube.port}", kube.ca_base64, StaticTokens())
-        applier = KubeApplier(api)
+def test_the_hash_is_the_one_earlier_releases_wrote() -> None:
+    # sha256 of the object without server-owned metadata, status or the hash annotation,
+    # as canonical JSON: what is already stored on clusters must still match.
+    plain = config_map()
+    plain["metadata"].update(resourceVersion="7", annotations={HASH_ANNOTATION: "old"})
+    plain["status"] = {"phase": "x"}
+    dated = config_map()
+    dated["metadata"]["annotations"] = {"since": datetime.datetime(2026, 3, 2, 9, 0)}
+    for obj, cleaned in (
+        (plain, config_map()),
+        (dated, {**dated, "metadata": {**dated["metadata"]}}),
+    ):
+        canonical = json.dumps(cleaned, sort_keys=True, separators=(",", ":"), default=str)
+        assert desired(obj).digest == hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
-        started = time.monotonic()
-        first = applier.apply(docs)
-        first_seconds = time.monotonic() - started
-        assert (first.applied, first.unchanged) == (503, 0)
-        assert len(kube.objects()) == 503 + 4  # and default, kube-system, ...
-        assert all(w.startswith("deployment ") for w in first.waiting_for)
 
-        kube.reset_counters()
-        started = time.monotonic()
-        again = applier.apply(docs)
-        again_seconds = time.monotonic() - started
-        assert (again.applied, again.unchanged) == (0, 503)
-        assert kube.requests("PATCH") == 0
-        print(f"\nfirst apply {first_seconds:.2f} s, re-apply {again_seconds:.2f} s")
-
-        time.sleep(kube.deployment_ready_seconds)
-        assert applier.apply(docs).waiting_for == ()
-        assert kube.errors == []
+def test_the_hash_is_that_of_the_object_as_the_bundle_gives_it(kube: FakeKube) -> None:
+    # A cluster-scoped kind given a namespace, and a namespaced one given none: what is
+    # sent differs from the bundle, the hash (compared on every re-apply) does not.
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "reader", "namespace": "kubeflow"},
+        "rules": [],
+    }
+    bare = config_map(ns="")
+    del bare["metadata"]["namespace"]
+    for obj in (role, bare):
+        item = desired(obj)
+        digest = item.digest
+        other_scope = scoped(item, namespaced=not item.namespace)
+        assert other_scope.namespace != item.namespace
+        assert other_scope.digest == digest

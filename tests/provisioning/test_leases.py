@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from provisioning.actions import CreateAction
-from provisioning.create_steps import CLUSTER_POLL_SECONDS, REQUIRED_APIS
+from provisioning.create_steps import CLUSTER_POLL_SECONDS, DNS_POLL_SECONDS, REQUIRED_APIS
 from provisioning.queue import Retry
 from provisioning.queue_message import QueueMessage
 from provisioning.records import RequestRecord, State
@@ -174,9 +174,10 @@ def test_a_worker_that_died_holding_the_lease_is_taken_over_once_it_runs_out(
     # about to let go, so the request is looked at again soon.
     assert early.after_seconds == pytest.approx(LEASE_RETRY_MAX_SECONDS)
     assert cloud.calls["enabled_services"] == 1  # nothing ran before the take-over
-    # The take-over ran the steps up to the cluster, which GKE is now creating.
+    # The take-over ran the steps up to the cluster, which GKE is now creating (and the
+    # DNS name, whose rollout is on its way).
     assert isinstance(later, Retry)
-    assert later.after_seconds == CLUSTER_POLL_SECONDS
+    assert later.after_seconds == min(CLUSTER_POLL_SECONDS, DNS_POLL_SECONDS)
     assert cloud.mutations["create_cluster"] == 1
     record = store.get(message.request_id)
     assert record is not None

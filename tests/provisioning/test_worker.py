@@ -18,11 +18,16 @@ from typing import Any
 import pytest
 
 from provisioning.actions import Action, CreateAction, GrantAction
-from provisioning.create_steps import CLUSTER_POLL_SECONDS, CREATE_STEPS, REQUIRED_APIS
+from provisioning.create_steps import (
+    CLUSTER_POLL_SECONDS,
+    CREATE_STEPS,
+    DNS_POLL_SECONDS,
+    REQUIRED_APIS,
+)
 from provisioning.dryrun_cloud import DryRunCloud
 from provisioning.errors import PermanentError
 from provisioning.inprocess_queue import InProcessQueue
-from provisioning.queue import Ack, Retry
+from provisioning.queue import Ack, HandleResult, Retry
 from provisioning.queue_message import QueueMessage
 from provisioning.records import RequestRecord, State, StepStatus
 from provisioning.spec import DeploymentSpec, GpuSpec
@@ -248,10 +253,12 @@ def test_while_the_cluster_provisions_the_worker_asks_for_a_retry_and_keeps_prog
     result = worker(store, cloud, notifier).handle(message_for(record), 1)
 
     assert isinstance(result, Retry)
-    assert result.after_seconds == CLUSTER_POLL_SECONDS
+    # The sooner of the two steps still waiting: the DNS name's rollout and the cluster.
+    assert result.after_seconds == min(DNS_POLL_SECONDS, CLUSTER_POLL_SECONDS)
     stored = current(store)
     assert stored.state is State.RUNNING
     statuses = {s.name: s.status for s in stored.steps}
+    assert statuses["dns"] is StepStatus.RUNNING
     assert statuses["apis"] is StepStatus.DONE
     assert statuses["service_accounts"] is StepStatus.DONE
     assert statuses["static_ip"] is StepStatus.DONE
@@ -282,20 +289,34 @@ def test_a_redelivery_resumes_without_running_finished_steps_again(
     assert len(notifier.named("succeeded")) == 1
 
 
-def test_a_resumed_request_records_its_resumption_in_the_history(
+def test_looking_again_at_a_running_request_adds_nothing_to_its_history(
     store: SqliteStore, notifier: RecordingNotifier
 ) -> None:
     cloud = memory_cloud()
     record = add_request(store)
     work = worker(store, cloud, notifier)
 
+    deliveries = deliver_until_acked(work, message_for(record))
+
+    assert deliveries > 1
+    assert [entry.event for entry in current(store).history] == ["running", "succeeded"]
+
+
+def test_a_request_taken_over_from_a_holder_that_died_records_the_resumption(
+    store: SqliteStore, notifier: RecordingNotifier
+) -> None:
+    cloud = memory_cloud()
+    record = add_request(store)
+    work = worker(store, cloud, notifier)
+    assert isinstance(work.handle(message_for(record), 1), Retry)
+    # Another worker took the lease and died with it: it ran out and was never given back.
+    store.claim(record.id, holder="gone:1:dead", until=T0, at=T0)
+
     deliver_until_acked(work, message_for(record))
 
     history = current(store).history
-    assert history[0].event == "running"
-    assert history[1].event == "running"
+    assert [entry.event for entry in history] == ["running", "running", "succeeded"]
     assert history[1].detail == "resumed"
-    assert history[-1].event == "succeeded"
 
 
 def test_the_same_request_is_not_worked_on_twice_at_once(
@@ -478,7 +499,14 @@ def test_the_queue_redelivers_a_pending_create_until_the_cluster_is_up(
     cloud = memory_cloud(cluster_polls=2, node_pool_polls=1)
     record = add_request(store)
     queue = InProcessQueue(clock=TickingClock())
-    queue.consume(worker(store, cloud, notifier).handle)
+    work = worker(store, cloud, notifier)
+    results: list[HandleResult] = []
+
+    def handle(message: QueueMessage, attempt: int | None) -> HandleResult:
+        results.append(work.handle(message, attempt))
+        return results[-1]
+
+    queue.consume(handle)
     try:
         queue.publish(message_for(record))
         assert queue.join(timeout=WAIT)
@@ -491,7 +519,9 @@ def test_the_queue_redelivers_a_pending_create_until_the_cluster_is_up(
     assert cloud.mutations["create_cluster"] == 1
     assert cloud.mutations["create_node_pool"] == 1
     assert len(notifier.named("succeeded")) == 1
-    assert sum(e.event == "running" for e in done.history) > 1
+    assert len(results) > 1
+    assert all(isinstance(result, Retry) for result in results[:-1])
+    assert isinstance(results[-1], Ack)
 
 
 class HandlerWinsTheQueuedRace(SqliteStore):

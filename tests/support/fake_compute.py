@@ -22,6 +22,13 @@ by real client calls in ``test_fake_compute.py``):
   ``[a-z]([-a-z0-9]{0,61}[a-z0-9])?`` (400 ``invalid``); duplicates are 409
   ``alreadyExists``; unknown names 404 ``notFound``.  A repeated ``requestId`` returns the
   first operation (Compute's idempotency), without a second insert.
+* ``GET /compute/v1/projects/{p}/global/backendServices/{name}``
+  (``BackendServicesClient.get``): ``{"kind": "compute#backendService", "id", "name",
+  "selfLink", "protocol", "portName", ...}``.  The fake creates none itself: GKE's ingress
+  controller makes them, so a test seeds them (``put_backend_service``) or passes
+  ``backend_services``, a function naming those that exist in a project (read at each
+  request, so they appear when the Ingress that makes them is ready).  Names are checked
+  as on insert (400 ``invalid``); an unknown one is 404 ``notFound``.  Ids are stable.
 * ``GET .../global/operations/{op}`` and ``POST .../global/operations/{op}/wait``
   (``GlobalOperationsClient.get`` / ``wait``).  Each get or wait counts as one poll.  An
   operation is DONE once it has been polled ``polls_to_done`` times, or once
@@ -40,7 +47,8 @@ Do not call ``.result()`` / ``.done()`` on the extended operation that ``insert(
 it polls the real compute.googleapis.com.  Poll with ``operations_client()`` instead.
 
 Not modelled: paging (``maxResults`` / ``pageToken`` are ignored), regional addresses,
-labels, ``move``, IAM, per-zone accelerator listing, authentication.
+labels, ``move``, IAM, per-zone accelerator listing, backend service writes and lists,
+authentication.
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -84,6 +92,7 @@ Json = dict[str, Any]
 _AGGREGATED = re.compile(r"^/compute/v1/projects/([^/]+)/aggregated/acceleratorTypes$")
 _ADDRESSES = re.compile(r"^/compute/v1/projects/([^/]+)/global/addresses$")
 _ADDRESS = re.compile(r"^/compute/v1/projects/([^/]+)/global/addresses/([^/]+)$")
+_BACKEND_SERVICE = re.compile(r"^/compute/v1/projects/([^/]+)/global/backendServices/([^/]+)$")
 _OPERATION = re.compile(r"^/compute/v1/projects/([^/]+)/global/operations/([^/]+?)(/wait)?$")
 _FILTER = re.compile(r'^\s*\(?\s*name\s*(=|!=|eq|ne)\s*"?([^"\s)]*)"?\s*\)?\s*$')
 
@@ -211,6 +220,7 @@ class _State:
     addresses: dict[tuple[str, str], _Address] = field(default_factory=dict)
     operations: dict[tuple[str, str], _Operation] = field(default_factory=dict)
     by_request_id: dict[tuple[str, str], _Operation] = field(default_factory=dict)
+    backend_services: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class FakeCompute(StartStop):
@@ -228,6 +238,7 @@ class FakeCompute(StartStop):
         polls_to_done: int = 1,
         seconds_to_done: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        backend_services: Callable[[str], Iterable[str]] | None = None,
     ) -> None:
         self.accelerators: dict[str, tuple[str, ...]] = {
             gpu: tuple(zones)
@@ -238,6 +249,7 @@ class FakeCompute(StartStop):
         self.polls_to_done = polls_to_done
         self.seconds_to_done = seconds_to_done
         self.clock = clock
+        self.backend_services = backend_services
         self._state = _State()
         self._ids = itertools.count(4_000_000_000_000_000_001)
         self._ips = itertools.count(1)
@@ -293,6 +305,9 @@ class FakeCompute(StartStop):
     def operations_client(self) -> compute_v1.GlobalOperationsClient:
         return compute_v1.GlobalOperationsClient(**self._client_kwargs())
 
+    def backend_services_client(self) -> compute_v1.BackendServicesClient:
+        return compute_v1.BackendServicesClient(**self._client_kwargs())
+
     # -- test controls -----------------------------------------------------------------------
 
     def fail_next(self, match: str, status: int, reason: str, message: str, times: int = 1) -> None:
@@ -332,6 +347,14 @@ class FakeCompute(StartStop):
                 project, name, next(self._ids), {}, status="RESERVED", ip=ip
             )
 
+    def put_backend_service(self, project: str, name: str) -> str:
+        """Seed a global backend service (as GKE's ingress controller makes); its id."""
+        with self._state.lock:
+            return str(self._backend_service_id(project, name))
+
+    def _backend_service_id(self, project: str, name: str) -> int:
+        return self._state.backend_services.setdefault((project, name), next(self._ids))
+
     # -- request handling (called by the handler threads) ------------------------------------
 
     def handle(
@@ -367,6 +390,8 @@ class FakeCompute(StartStop):
                 return 200, self._address(m.group(1), m.group(2)).json()
             if method == "DELETE":
                 return 200, self._delete_address(m.group(1), m.group(2), query)
+        if (m := _BACKEND_SERVICE.match(path)) and method == "GET":
+            return 200, self._backend_service(m.group(1), m.group(2))
         if m := _OPERATION.match(path):
             is_wait = m.group(3) is not None
             if (method == "GET" and not is_wait) or (method == "POST" and is_wait):
@@ -408,6 +433,40 @@ class FakeCompute(StartStop):
             "id": f"projects/{project}/aggregated/acceleratorTypes",
             "items": items,
             "selfLink": f"{SELF_LINK_BASE}/projects/{project}/aggregated/acceleratorTypes",
+        }
+
+    def _backend_service(self, project: str, name: str) -> Json:
+        if not NAME_PATTERN.fullmatch(name):
+            raise ComputeError(
+                400,
+                "invalid",
+                f"Invalid value for field 'backendService': '{name}'. Must be a match of "
+                "regex '[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?|[1-9][0-9]{0,19}'",
+            )
+        if self.backend_services is not None:
+            for made in self.backend_services(project):
+                self._backend_service_id(project, made)
+        service_id = self._state.backend_services.get((project, name))
+        if service_id is None:
+            raise ComputeError(
+                404,
+                "notFound",
+                f"The resource 'projects/{project}/global/backendServices/{name}' was not found",
+            )
+        link = f"{SELF_LINK_BASE}/projects/{project}/global/backendServices/{name}"
+        node_port = name.removeprefix("k8s-be-").split("--", 1)[0]
+        return {
+            "kind": "compute#backendService",
+            "id": str(service_id),
+            "creationTimestamp": "2026-03-02T09:05:00.000-08:00",
+            "name": name,
+            "selfLink": link,
+            "protocol": "HTTP",
+            "port": int(node_port) if node_port.isdigit() else 80,
+            "portName": f"port{node_port}",
+            "timeoutSec": 30,
+            "loadBalancingScheme": "EXTERNAL",
+            "fingerprint": "AAAAAAAAAAA=",
         }
 
     def _list_addresses(self, project: str) -> Json:

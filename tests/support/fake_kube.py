@@ -48,7 +48,12 @@ What it serves:
   annotation ``ingress_ready_seconds`` after creation, and ManagedCertificates (served once
   their CRD is installed, as on GKE) turn from Provisioning to Active
   ``certificate_ready_seconds`` after creation (what GKE's controllers do,
-  see gcp-reference S13).
+  see gcp-reference S13).  A ready Ingress's backends are named, as GKE names them,
+  ``k8s-be-<nodePort>--<hash>`` after the nodePorts of the Service ports it routes to;
+  ``ingress_backends`` when none has one.
+* NodePort and LoadBalancer Services: each port the object gives no ``nodePort`` gets
+  one, the lowest free in 30000-32767, unique in the cluster and kept across re-applies
+  (assigned when first read back; explicit ones are not checked for clashes).
 * ``latency_seconds`` is slept before each answer.  Counters: ``request_counts`` by
   (HTTP method, Kind), ``applies_changed`` / ``applies_unchanged``, ``refusals``.
 
@@ -96,6 +101,8 @@ APPLY_PATCH = "application/apply-patch+yaml"
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 DEFAULT_INGRESS_BACKENDS: Mapping[str, str] = {"k8s-be-30000--abc": "HEALTHY"}
 BACKENDS_ANNOTATION = "ingress.kubernetes.io/backends"
+# GKE ends each backend service's name with a hash of the cluster's UID.
+GKE_CLUSTER_HASH = "5f1c9e3a7d2b4c60"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 SERVER_VERSION = {
     "major": "1",
@@ -622,6 +629,7 @@ class FakeKube(BackgroundServer):
         self._tokens_seen: list[str] = []
         self._refusals: list[str] = []
         self._errors: list[str] = []
+        self._node_ports: dict[tuple[_Key, str], int] = {}  # (Service, port) -> nodePort
         namespace_type = self._builtin_type("", "namespaces")
         for name in namespaces:
             self._create(
@@ -880,8 +888,10 @@ class FakeKube(BackgroundServer):
             if stored.ready:
                 obj["status"] = {"loadBalancer": {"ingress": [{"ip": self.ingress_ip}]}}
                 metadata.setdefault("annotations", {})[BACKENDS_ANNOTATION] = json.dumps(
-                    self.ingress_backends, separators=(",", ":")
+                    self._ingress_backends(stored), separators=(",", ":")
                 )
+        elif kind == ("", "services"):
+            self._give_node_ports(stored, obj.get("spec") or {})
         elif kind == _CERTIFICATE:
             # What GKE's managed-certificate controller reports (gcp-reference S13).
             domains = (stored.merged.get("spec") or {}).get("domains") or []
@@ -891,6 +901,43 @@ class FakeKube(BackgroundServer):
                 "domainStatus": [{"domain": d, "status": status} for d in domains],
             }
         return obj
+
+    def _give_node_ports(self, stored: _Stored, spec: Json) -> None:
+        """Fill in the nodePorts the API server gives a NodePort or LoadBalancer Service."""
+        if spec.get("type") not in ("NodePort", "LoadBalancer"):
+            for slot in [s for s in self._node_ports if s[0] == stored.key]:
+                del self._node_ports[slot]  # released, as when the type goes back
+            return
+        used = {port for (key, _), port in self._node_ports.items() if key in self._objects}
+        for port in spec.get("ports") or []:
+            if not isinstance(port, dict) or port.get("nodePort"):
+                continue
+            slot = (stored.key, str(port.get("name") or port.get("port")))
+            if slot not in self._node_ports:
+                self._node_ports[slot] = next(p for p in range(30000, 32768) if p not in used)
+                used.add(self._node_ports[slot])
+            port["nodePort"] = self._node_ports[slot]
+
+    def _ingress_backends(self, stored: _Stored) -> Mapping[str, str]:
+        """GKE's name for each Service port the Ingress routes to that has a nodePort."""
+        spec = stored.merged.get("spec") or {}
+        refs = [spec.get("defaultBackend")] + [
+            path.get("backend")
+            for rule in spec.get("rules") or []
+            for path in (rule.get("http") or {}).get("paths") or []
+        ]
+        found: dict[str, str] = {}
+        for ref in refs:
+            wanted = (ref or {}).get("service") or {}
+            service = self._objects.get(("", "services", stored.namespace, wanted.get("name")))
+            if service is None:
+                continue
+            port_ref = wanted.get("port") or {}
+            for port in (self._render(service).get("spec") or {}).get("ports") or []:
+                named = port.get("name") is not None and port.get("name") == port_ref.get("name")
+                if port.get("nodePort") and (named or port.get("port") == port_ref.get("number")):
+                    found[f"k8s-be-{port['nodePort']}--{GKE_CLUSTER_HASH}"] = "HEALTHY"
+        return found or self.ingress_backends
 
     @staticmethod
     def _crd_status(stored: _Stored) -> Json:

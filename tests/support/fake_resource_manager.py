@@ -11,12 +11,24 @@ Behaviour modelled on the real service:
 
 * ``GetProject(name="projects/{id}" or "projects/{number}")`` answers ``Project(name=
   "projects/{number}", project_id=id, state=ACTIVE, ...)``.  An unknown project is
-  PERMISSION_DENIED, as the real API answers for projects that do not exist or you cannot see.
+  PERMISSION_DENIED, as the real API answers for projects that do not exist or you cannot see;
+  a name that is not ``projects/`` and a project id or number is INVALID_ARGUMENT.
 * Each project has an IAM policy with an ``etag``.  Every successful ``SetIamPolicy``
   changes the etag.  A set whose ``policy.etag`` differs from the current one is refused with
   ABORTED ("There were concurrent policy changes. ...") and changes nothing, which is what
-  makes read-modify-write safe.  As in real IAM, a set with an *empty* etag overwrites the
-  policy unconditionally (``blind_sets`` counts them so tests can forbid them).
+  makes read-modify-write safe; ``stale_sets`` counts these refusals.  As in real IAM, a set
+  with an *empty* etag overwrites the policy unconditionally, conditions and all
+  (``blind_sets`` counts them so tests can forbid them).
+* Policy versions and conditions, as ``google.iam.v1.Policy.version`` and
+  ``GetPolicyOptions.requested_policy_version`` document them: valid versions are 0, 1 and 3
+  (INVALID_ARGUMENT otherwise).  A read asking for 3 gets the policy as stored; a read
+  asking for 0 or 1 (or not saying) of a policy with conditional bindings gets version 1 with
+  those bindings' roles renamed ``{role}_withcond_{hash}`` and their conditions stripped, and
+  writing such a role back is INVALID_ARGUMENT.  A set adding or keeping a conditional
+  binding, or changing a policy that holds one (its etag given), must say version 3
+  (INVALID_ARGUMENT otherwise).  Every condition needs a title of at most 100 characters, a
+  description of at most 256 and an expression.  A stored policy is version 3 when it holds
+  a conditional binding, else version 1.
 * Members must carry a known prefix (``user:``, ``serviceAccount:``, ``group:``, ...) and roles
   must look like ``roles/...`` or ``projects/.../roles/...`` (INVALID_ARGUMENT otherwise);
   bindings with no members are dropped.
@@ -24,13 +36,15 @@ Behaviour modelled on the real service:
   "GetIamPolicy", "SetIamPolicy" or ``None`` for any).  Every request is recorded as an
   ``RmRequest``.
 
-Not modelled: conditions / policy version 3 semantics, audit configs, update masks, the other
+Not modelled: evaluating conditions (CEL), audit configs, update masks, the other
 ``Projects`` RPCs (they answer UNIMPLEMENTED), authentication.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -61,6 +75,12 @@ MEMBER_PREFIXES = (
     "deleted:",
 )
 SPECIAL_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
+# What a version-1 read calls a conditional binding's role.
+WITHCOND = "_withcond_"
+MAX_CONDITION_TITLE = 100
+MAX_CONDITION_DESCRIPTION = 256
+# "projects/" and one segment that could be a project id or number.
+_PROJECT_NAME = re.compile(r"projects/[a-z0-9][-a-z0-9]*")
 
 
 @dataclass(frozen=True)
@@ -94,6 +114,7 @@ class _State:
     faults: list[_Fault] = field(default_factory=list)
     policies: dict[str, policy_pb2.Policy] = field(default_factory=dict)
     blind_sets: int = 0
+    stale_sets: int = 0
     sets: int = 0
 
 
@@ -177,6 +198,12 @@ class FakeResourceManager(GrpcFake):
             return self._state.sets
 
     @property
+    def stale_sets(self) -> int:
+        """How many sets were refused for a stale etag (a concurrent change won)."""
+        with self._state.lock:
+            return self._state.stale_sets
+
+    @property
     def blind_sets(self) -> int:
         """How many sets carried no etag (unconditional overwrites)."""
         with self._state.lock:
@@ -224,6 +251,9 @@ class FakeResourceManager(GrpcFake):
         )
 
     def _get_project(self, request: resourcemanager_v3.GetProjectRequest) -> Any:
+        if not _PROJECT_NAME.fullmatch(request.name):
+            # What the API answers a name that is not "projects/{id or number}".
+            raise _invalid(f"Invalid resource field value in the request: name={request.name!r}")
         project_id = self._project_id(request.name)
         return resourcemanager_v3.Project(
             name=f"projects/{self.projects[project_id]}",
@@ -236,8 +266,22 @@ class FakeResourceManager(GrpcFake):
 
     def _get_iam_policy(self, request: iam_policy_pb2.GetIamPolicyRequest) -> policy_pb2.Policy:
         project_id = self._project_id(request.resource)
+        version = request.options.requested_policy_version
+        if version not in (0, 1, 3):
+            raise _invalid(f"Invalid requested policy version {version}; use 1 or 3.")
+        stored = self._state.policies[project_id]
         out = policy_pb2.Policy()
-        out.CopyFrom(self._state.policies[project_id])
+        if version == 3 or not _conditional(stored):
+            out.CopyFrom(stored)
+            return out
+        # Version 1 cannot carry conditions: the real API renames their roles instead.
+        out.version = 1
+        out.etag = stored.etag
+        for binding in stored.bindings:
+            added = out.bindings.add(role=binding.role, members=binding.members)
+            if binding.HasField("condition"):
+                digest = hashlib.sha256(binding.condition.SerializeToString()).hexdigest()
+                added.role = f"{binding.role}{WITHCOND}{digest[:20]}"
         return out
 
     def _set_iam_policy(self, request: iam_policy_pb2.SetIamPolicyRequest) -> policy_pb2.Policy:
@@ -245,21 +289,19 @@ class FakeResourceManager(GrpcFake):
         current = self._state.policies[project_id]
         incoming = request.policy
         if incoming.etag and incoming.etag != current.etag:
+            self._state.stale_sets += 1
             raise _Refused(grpc.StatusCode.ABORTED, CONCURRENT_CHANGE)
+        if incoming.version not in (0, 1, 3):
+            raise _invalid(f"Invalid policy version {incoming.version}; use 1 or 3.")
         for binding in incoming.bindings:
-            if not (binding.role.startswith("roles/") or "/roles/" in binding.role):
-                raise _Refused(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"Role {binding.role} is not supported."
-                )
-            for member in binding.members:
-                if member not in SPECIAL_MEMBERS and not member.startswith(MEMBER_PREFIXES):
-                    raise _Refused(
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        f"Invalid member type for member '{member}'.",
-                    )
+            _check_binding(binding, incoming.version)
+        if incoming.etag and _conditional(current) and incoming.version != 3:
+            raise _invalid(_NEEDS_VERSION_3.format(version=incoming.version))
         if not incoming.etag:
             self._state.blind_sets += 1
-        stored = policy_pb2.Policy(version=incoming.version or 1, etag=self._next_etag())
+        stored = policy_pb2.Policy(
+            version=3 if _conditional(incoming) else 1, etag=self._next_etag()
+        )
         for binding in incoming.bindings:
             if binding.members:
                 stored.bindings.add().CopyFrom(binding)
@@ -271,3 +313,42 @@ class FakeResourceManager(GrpcFake):
 
     def _next_etag(self) -> bytes:
         return b"BwY" + next(self._etags).to_bytes(5, "big")
+
+
+_NEEDS_VERSION_3 = (
+    "Policies with conditional role bindings must specify version 3; got version {version}."
+)
+
+
+def _invalid(message: str) -> _Refused:
+    return _Refused(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _conditional(policy: policy_pb2.Policy) -> bool:
+    return any(b.HasField("condition") and b.members for b in policy.bindings)
+
+
+def _check_binding(binding: policy_pb2.Binding, version: int) -> None:
+    """INVALID_ARGUMENT for a binding the real API would refuse in a policy of ``version``."""
+    if WITHCOND in binding.role or not (
+        binding.role.startswith("roles/") or "/roles/" in binding.role
+    ):
+        raise _invalid(f"Role {binding.role} is not supported.")
+    for member in binding.members:
+        if member not in SPECIAL_MEMBERS and not member.startswith(MEMBER_PREFIXES):
+            raise _invalid(f"Invalid member type for member '{member}'.")
+    if not binding.HasField("condition"):
+        return
+    if version != 3:
+        raise _invalid(_NEEDS_VERSION_3.format(version=version))
+    condition = binding.condition
+    if not condition.title:
+        raise _invalid("Condition title is required for conditional bindings.")
+    if len(condition.title) > MAX_CONDITION_TITLE:
+        raise _invalid(f"Condition title must be at most {MAX_CONDITION_TITLE} characters.")
+    if len(condition.description) > MAX_CONDITION_DESCRIPTION:
+        raise _invalid(
+            f"Condition description must be at most {MAX_CONDITION_DESCRIPTION} characters."
+        )
+    if not condition.expression.strip():
+        raise _invalid("Condition expression must not be empty.")

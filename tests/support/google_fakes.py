@@ -3,9 +3,10 @@
 ``GoogleFakes`` starts the GKE, Compute, Resource Manager, IAM and Service Usage fakes,
 a Kubernetes API server that the fake GKE hands out as every cluster's endpoint (with
 its CA certificate, as GKE does), and a metadata server that serves Application Default
-Credentials tokens; ``env()`` gives the variables that point ``KUBEFLOW_BOT_CLOUD=gcp``
-at them (SPEC.md, "Testing hooks").  Used by the end-to-end worker tests and the worker
-benchmark; each fake's own tests live next to it.
+Credentials tokens; Compute's backend services are those GKE's ingress controller would
+have made for the Ingresses on that server.  ``env()`` gives the variables that point
+``KUBEFLOW_BOT_CLOUD=gcp`` at them (SPEC.md, "Testing hooks").  Used by the end-to-end
+worker tests and the worker benchmark; each fake's own tests live next to it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Self, TypeAlias
 from tests.support.fake_compute import FakeCompute
 from tests.support.fake_gke import FakeGke
 from tests.support.fake_iam import FakeIam
-from tests.support.fake_kube import FakeKube
+from tests.support.fake_kube import BACKENDS_ANNOTATION, FakeKube
 from tests.support.fake_metadata import FakeMetadata
 from tests.support.fake_resource_manager import FakeResourceManager
 from tests.support.fake_service_management import FakeServiceManagement
@@ -98,6 +99,7 @@ class GoogleFakes:
         self.compute = FakeCompute(
             polls_to_done=0 if operation_seconds == 0 else 1_000_000,
             seconds_to_done=operation_seconds,
+            backend_services=self._backend_services,
         )
         self.resource_manager = FakeResourceManager(projects=projects)
         self.iam = FakeIam(projects=[project])
@@ -107,6 +109,17 @@ class GoogleFakes:
         self.service_management = FakeServiceManagement(
             projects=[project], operation_polls=0, operation_seconds=operation_seconds
         )
+
+    def _backend_services(self, project: str) -> list[str]:
+        """One backend service per backend a ready Ingress reports, as GKE makes them
+        (every cluster shares the one fake API server)."""
+        if project != self.project:
+            return []
+        names: list[str] = []
+        for ingress in self.kube.objects("Ingress", group="networking.k8s.io"):
+            raw = (ingress["metadata"].get("annotations") or {}).get(BACKENDS_ANNOTATION)
+            names += json.loads(raw) if raw else []
+        return names
 
     def start(self) -> Self:
         for fake in self._all():

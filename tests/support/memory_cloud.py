@@ -5,9 +5,11 @@ Real Google APIs cannot run here, so this is the edge the step and worker tests 
 the ``ensure_*`` steps observe (enabled services, accelerator zones, global addresses,
 service accounts, project and service-account IAM policies with etags, clusters and node
 pools that provision over a configurable number of polls, objects applied to clusters,
-Cloud Endpoints) and behaves as strictly as the real services where that catches step
-bugs: creating something that exists, enabling more than 20 services at once, writing an
-IAM policy with a stale etag, or applying objects to a cluster that is not running.
+Cloud Endpoints, the nodePorts a cluster gives NodePort Services, the backend services
+GKE's ingress controller makes, project numbers) and behaves as strictly as the real
+services where that catches step bugs: creating something that exists, enabling more
+than 20 services at once, writing an IAM policy with a stale etag, or applying objects to
+a cluster that is not running.
 
 What tests read back:
 
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provisioning.cloud import (
+    ApplyProgress,
     ApplySummary,
     ClusterInfo,
     ClusterRequest,
@@ -124,9 +127,12 @@ class MemoryCloud:
         self.apply_waits = apply_waits
         self.mutations: Counter[str] = Counter()
         # What GKE reports for an applied Ingress; a test sets a state not ready yet.
-        self.ingress = IngressState(
-            address="34.120.0.1", backends={"k8s-be-30000--abc": "HEALTHY"}, certificate="Active"
-        )
+        # None: ready, with one healthy backend named after the ingress gateway's http2
+        # nodePort, as GKE's ingress controller names it.
+        self.ingress: IngressState | None = None
+        # Whether each backend the Ingress reports is in Compute yet (GKE makes both).
+        self.backends_in_compute = True
+        self.project_numbers: dict[str, str] = {}
         self.calls: Counter[str] = Counter()
 
         self._lock = threading.RLock()
@@ -143,6 +149,10 @@ class MemoryCloud:
         self._objects: dict[ClusterKey, dict[ObjectKey, Mapping[str, Any]]] = {}
         self._endpoints: dict[tuple[str, str], str] = {}
         self._faults: dict[str, _Fault] = {}
+        # (cluster key, namespace, Service, port name) -> nodePort, kept across re-applies.
+        self._node_ports: dict[tuple[ClusterKey, str, str, str], int] = {}
+        self._next_node_port = itertools.count(30000)
+        self._backend_ids: dict[tuple[str, str], str] = {}
         self._next_cluster_problem: str | None = None
         self._next_pool_problem: str | None = None
         self._before: dict[str, list[Callable[[], object]]] = {}
@@ -346,7 +356,31 @@ class MemoryCloud:
                 raise PermanentError(f"global address {name} not found")
             self._mutated("delete_global_address")
 
+    def backend_service_id(self, project: str, name: str) -> str | None:
+        self._enter("backend_service_id", f"projects/{project}/global/backendServices/{name}")
+        with self._lock:
+            if not self.backends_in_compute:
+                return None
+            # GKE makes a backend service for each backend its Ingresses report.
+            known = any(
+                name in self._ingress_state(key).backends
+                for key in self._clusters
+                if key[0] == project and self._objects.get(key)
+            )
+            if not known:
+                return None
+            return self._backend_ids.setdefault(
+                (project, name), str(7_000_000_000_000_000_000 + len(self._backend_ids))
+            )
+
     # -- IAM and Resource Manager --------------------------------------------------------
+
+    def project_number(self, project: str) -> str:
+        self._enter("project_number", f"projects/{project}")
+        with self._lock:
+            return self.project_numbers.setdefault(
+                project, str(100_000_000_001 + len(self.project_numbers))
+            )
 
     def service_account_exists(self, project: str, account_id: str) -> bool:
         self._enter("service_account_exists", f"projects/{project}/serviceAccounts/{account_id}")
@@ -518,7 +552,13 @@ class MemoryCloud:
     # -- Kubernetes and Cloud Endpoints ------------------------------------------------
 
     def apply_objects(
-        self, project: str, zone: str, cluster: str, objects: Sequence[Mapping[str, Any]]
+        self,
+        project: str,
+        zone: str,
+        cluster: str,
+        objects: Sequence[Mapping[str, Any]],
+        *,
+        on_progress: ApplyProgress | None = None,
     ) -> ApplySummary:
         key = (project, zone, cluster)
         self._enter("apply_objects", f"{'/'.join(key)} ({len(objects)} objects)")
@@ -528,13 +568,15 @@ class MemoryCloud:
                 raise PermanentError(f"cluster {cluster} is not running")
             stored = self._objects.setdefault(key, {})
             applied = unchanged = 0
-            for obj in objects:
+            for settled, obj in enumerate(objects, start=1):
                 object_key = _object_key(obj)
                 if stored.get(object_key) == obj:
                     unchanged += 1
                 else:
                     stored[object_key] = obj
                     applied += 1
+                if on_progress is not None:
+                    on_progress(settled, len(objects))
             if applied:
                 self._mutated("apply_objects")
             waiting: tuple[str, ...] = ()
@@ -557,7 +599,45 @@ class MemoryCloud:
         with self._lock:
             if not self._objects.get((project, zone, cluster)):
                 return IngressState()
+            return self._ingress_state((project, zone, cluster))
+
+    def _ingress_state(self, key: ClusterKey) -> IngressState:
+        if self.ingress is not None:
             return self.ingress
+        ports = self._node_ports_of(key, "istio-system", "istio-ingressgateway") or {}
+        backend = f"k8s-be-{ports.get('http2', 30000)}--abc"
+        return IngressState(
+            address="34.120.0.1", backends={backend: "HEALTHY"}, certificate="Active"
+        )
+
+    def service_node_ports(
+        self, project: str, zone: str, cluster: str, *, namespace: str, name: str
+    ) -> Mapping[str, int] | None:
+        self._enter("service_node_ports", f"{project}/{zone}/{cluster} {namespace}/{name}")
+        with self._lock:
+            return self._node_ports_of((project, zone, cluster), namespace, name)
+
+    def _node_ports_of(self, key: ClusterKey, namespace: str, name: str) -> dict[str, int] | None:
+        """As the API server does: each port of a NodePort or LoadBalancer Service gets a
+        nodePort of its own unless the object names one, kept while the Service is."""
+        service = self._objects.get(key, {}).get(("v1", "Service", namespace, name))
+        if service is None:
+            return None
+        spec = service.get("spec") or {}
+        if spec.get("type") not in ("NodePort", "LoadBalancer"):
+            return {}
+        ports: dict[str, int] = {}
+        for port in spec.get("ports") or []:
+            port_name = str(port.get("name", ""))
+            given = port.get("nodePort")
+            ports[port_name] = (
+                int(given)
+                if given
+                else self._node_ports.setdefault(
+                    (key, namespace, name, port_name), next(self._next_node_port)
+                )
+            )
+        return ports
 
     def ensure_endpoint(self, project: str, host: str, address_name: str) -> bool:
         self._enter("ensure_endpoint", f"{host} -> {address_name}")

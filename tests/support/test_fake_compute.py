@@ -197,3 +197,35 @@ def test_request_id_makes_insert_idempotent(compute: FakeCompute) -> None:
     again = addresses.insert(request=request, retry=None)
     assert first.name == again.name
     assert compute.requests[0].query["requestId"] == ["r-1"]
+
+
+# -- Backend services --------------------------------------------------------------------------
+
+
+def test_a_seeded_backend_service_is_read_by_name_with_a_stable_id(compute: FakeCompute) -> None:
+    made = compute.put_backend_service(PROJECT, "k8s-be-31380--5f1c9e3a7d2b4c60")
+    client = compute.backend_services_client()
+
+    found = client.get(project=PROJECT, backend_service="k8s-be-31380--5f1c9e3a7d2b4c60")
+
+    assert str(found.id) == made
+    assert found.name == "k8s-be-31380--5f1c9e3a7d2b4c60"
+    assert compute.put_backend_service(PROJECT, "k8s-be-31380--5f1c9e3a7d2b4c60") == made
+    with pytest.raises(exceptions.NotFound):
+        client.get(project="other-proj", backend_service="k8s-be-31380--5f1c9e3a7d2b4c60")
+
+
+def test_backend_services_appear_when_their_maker_says_so() -> None:
+    made: list[str] = []
+    with FakeCompute(backend_services=lambda project: made if project == PROJECT else []) as fake:
+        client = fake.backend_services_client()
+        with pytest.raises(exceptions.NotFound):
+            client.get(project=PROJECT, backend_service="k8s-be-30001--abc")
+        made.append("k8s-be-30001--abc")
+        assert client.get(project=PROJECT, backend_service="k8s-be-30001--abc").id
+
+
+def test_a_malformed_backend_service_name_is_refused(compute: FakeCompute) -> None:
+    with pytest.raises(exceptions.BadRequest):
+        compute.backend_services_client().get(project=PROJECT, backend_service="Not_A_Name")
+    assert compute.requests[-1].status == 400

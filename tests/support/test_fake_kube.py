@@ -645,3 +645,77 @@ def test_concurrent_applies_and_namespace_deletion(kube: FakeKube, dyn: DynamicC
     # Deleting a namespace takes its objects with it (at once: no Terminating phase here).
     dyn.resources.get(api_version="v1", kind="Namespace").delete(name="busy")
     assert kube.objects(namespace="busy") == []
+
+
+# -- NodePorts and the backends GKE names after them ----------------------------------------
+
+
+def gateway_service(service_type: str = "NodePort", **extra: Any) -> Json:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
+        "spec": {
+            "type": service_type,
+            "selector": {"app": "istio-ingressgateway"},
+            "ports": [
+                {"name": "status-port", "port": 15021, "targetPort": 15021},
+                {"name": "http2", "port": 80, "targetPort": 8080, **extra},
+            ],
+        },
+    }
+
+
+def node_ports(service: Json) -> dict[str, int | None]:
+    return {p["name"]: p.get("nodePort") for p in service["spec"]["ports"]}
+
+
+def test_node_port_services_get_unique_node_ports_kept_across_re_applies(
+    dyn: DynamicClient,
+) -> None:
+    apply(dyn, namespace("istio-system"))
+    first = node_ports(apply(dyn, gateway_service()).body)
+    other = gateway_service("LoadBalancer")
+    other["metadata"]["name"] = "other-gateway"
+    second = node_ports(apply(dyn, other).body)
+
+    given = [*first.values(), *second.values()]
+    assert all(isinstance(p, int) and 30000 <= p <= 32767 for p in given)
+    assert len(set(given)) == len(given)
+    # The applier never owns them, so re-applying without them keeps them.
+    assert node_ports(apply(dyn, gateway_service()).body) == first
+    services = dyn.resources.get(api_version="v1", kind="Service")
+    read = services.get(name="istio-ingressgateway", namespace="istio-system").to_dict()
+    assert node_ports(read) == first
+
+
+def test_cluster_ip_services_get_no_node_ports_and_named_ones_are_kept(
+    dyn: DynamicClient,
+) -> None:
+    apply(dyn, namespace("istio-system"))
+    assert set(node_ports(apply(dyn, gateway_service("ClusterIP")).body).values()) == {None}
+    assert node_ports(apply(dyn, gateway_service(nodePort=31380)).body)["http2"] == 31380
+
+
+def test_a_ready_ingress_names_its_backend_after_the_service_s_node_port(
+    kube: FakeKube, dyn: DynamicClient, clock: FakeMonotonic
+) -> None:
+    apply(dyn, namespace("istio-system"))
+    http2 = node_ports(apply(dyn, gateway_service()).body)["http2"]
+    ingress = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "envoy-ingress", "namespace": "istio-system"},
+        "spec": {
+            "defaultBackend": {"service": {"name": "istio-ingressgateway", "port": {"number": 80}}}
+        },
+    }
+    apply(dyn, ingress)
+    clock.advance(kube.ingress_ready_seconds)
+
+    ready = kube.find("Ingress", "envoy-ingress", "istio-system", group="networking.k8s.io")
+    assert ready is not None
+    backends = json.loads(ready["metadata"]["annotations"]["ingress.kubernetes.io/backends"])
+    [name] = backends
+    assert name.startswith(f"k8s-be-{http2}--")
+    assert backends[name] == "HEALTHY"
