@@ -333,7 +333,7 @@ def file_requests(bot: Runtime, count: int, out: io.StringIO) -> list[str]:
     for n, name in enumerate(names):
         requester = REQUESTERS[n % len(REQUESTERS)]
         bot.commands.handle(requester, CHANNEL, f"create {name} --zone {ZONE} --gpu {GPU}")
-    by_name = {r.deployment: r.id for r in bot.store.list()}
+    by_name = {r.deployment: r.id for r in bot.store.list(limit=count)}
     missing = [name for name in names if name not in by_name]
     if missing:
         raise SystemExit(

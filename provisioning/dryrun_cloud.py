@@ -212,7 +212,7 @@ class DryRunCloud:
         top = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common(4))
         self._record(
             f"kubernetes server-side apply (fieldManager=kubeflow-bot) on cluster {cluster}: "
-            f"{len(objects)} objects ({top})"
+            f"{len(objects)} object{'' if len(objects) == 1 else 's'} ({top})"
         )
         return ApplySummary(applied=len(objects))
 
