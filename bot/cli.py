@@ -67,9 +67,21 @@ def console(settings: Settings) -> int:
     return run_console(runtime, chat, sys.stdin, sys.stdout)
 
 
+# How often the main thread wakes while it waits to be stopped.
+SIGNAL_CHECK_SECONDS = 0.5
+
+
 def _stop_on_signals(stop: threading.Event) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+
+
+def _wait_until_stopped(stop: threading.Event) -> None:
+    # Python runs signal handlers on the main thread, but the kernel may deliver SIGTERM
+    # to any thread, gRPC's among them; then an untimed wait here is never interrupted
+    # and the handler never runs. Waking now and then lets it run.
+    while not stop.wait(SIGNAL_CHECK_SECONDS):
+        pass
 
 
 def serve(settings: Settings) -> int:
@@ -122,7 +134,7 @@ def _serve_socket_mode(app: App, app_token: str) -> None:
             f"({e.response.get('error')})"
         ) from e
     log.info("connected to Slack in Socket Mode")
-    stop.wait()
+    _wait_until_stopped(stop)
     handler.close()
 
 
@@ -145,7 +157,7 @@ def worker(settings: Settings) -> int:
     _stop_on_signals(stop)
     runtime.queue.consume(runtime.worker.handle, max_in_flight=settings.worker_concurrency)
     log.info("worker consuming %s", settings.pubsub_subscription)
-    stop.wait()
+    _wait_until_stopped(stop)
     # Stop pulling; what is in hand finishes or, unacknowledged, is redelivered.
     runtime.close()
     return 0

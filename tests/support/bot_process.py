@@ -39,6 +39,7 @@ BOT_TOKEN = "xoxb-valid"
 SIGNING_SECRET = "test-signing-secret-8c1f0e"
 START_TIMEOUT_SECONDS = 20.0
 STOP_TIMEOUT_SECONDS = 20.0
+ABORT_TIMEOUT_SECONDS = 5.0
 # Variables a developer's shell may carry that would point the bot elsewhere.
 _STRIPPED_PREFIXES = ("SLACK_", "KUBEFLOW_BOT_", "PUBSUB_")
 _STRIPPED_NAMES = ("GOOGLE_CLOUD_PROJECT", "PORT")
@@ -151,7 +152,7 @@ class BotProcess:
         return self.exit_code
 
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
-        """SIGTERM, then wait; returns the exit code (killed: the code is -9)."""
+        """SIGTERM, then wait; returns the exit code (aborted when stuck: -6, or -9)."""
         if self.exit_code is not None:
             return self.exit_code
         for sender in self._senders:
@@ -161,8 +162,14 @@ class BotProcess:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
+                # Stuck: SIGABRT has Python's fault handler write every thread's stack to
+                # the log, which says where; then it is killed.
+                self.process.send_signal(signal.SIGABRT)
+                try:
+                    self.process.wait(ABORT_TIMEOUT_SECONDS)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(timeout)
         self.exit_code = int(self.process.returncode)
         return self.exit_code
 
@@ -214,6 +221,8 @@ class BotLauncher:
             "PORT": str(port),
             "KUBEFLOW_BOT_STORE": f"sqlite:///{store_path}",
             "KUBEFLOW_BOT_POLICY": str(policy_path),
+            # A process stuck at stop is sent SIGABRT, and says where it was stuck.
+            "PYTHONFAULTHANDLER": "1",
             # Loopback only, whatever proxies the environment names.
             "no_proxy": HOST,
             "NO_PROXY": HOST,
