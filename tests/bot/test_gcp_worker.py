@@ -89,22 +89,6 @@ def fakes() -> Iterator[GoogleFakes]:
         yield started
 
 
-@pytest.fixture
-def stub() -> Iterator[SlackApiStub]:
-    with SlackApiStub(users=USERS) as api:
-        yield api
-        assert api.errors == []
-
-
-@pytest.fixture
-def launcher(stub: SlackApiStub, tmp_path: Path) -> Iterator[BotLauncher]:
-    launcher = BotLauncher(stub, tmp_path)
-    yield launcher
-    codes = launcher.stop_all()
-    logs = {bot.log_path.name: bot.log() for bot in launcher.started}
-    assert all(code == 0 for code in codes.values()), (codes, logs)
-
-
 def gcp_env(
     fakes: GoogleFakes, names: PubSubNames, emulator: str, manifests: Path
 ) -> dict[str, str]:

@@ -16,7 +16,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,22 +62,6 @@ from tests.support.slack_signing import (
 )
 
 # -- fixtures ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def stub() -> Iterator[SlackApiStub]:
-    with SlackApiStub(users=USERS) as api:
-        yield api
-        assert api.errors == []
-
-
-@pytest.fixture
-def launcher(stub: SlackApiStub, tmp_path: Path) -> Iterator[BotLauncher]:
-    launcher = BotLauncher(stub, tmp_path)
-    yield launcher
-    codes = launcher.stop_all()
-    logs = {bot.log_path.name: bot.log() for bot in launcher.started}
-    assert all(code == 0 for code in codes.values()), (codes, logs)
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ from tests.support.google_fakes import PROJECT, GoogleFakes
 from tests.support.paths import CONSOLE_SCRIPT, SAMPLE_POLICY
 from tests.support.pubsub_emulator import TEST_PROJECT
 from tests.support.slack_api import SlackApiStub
-from tests.support.slack_driver import APPROVER, CHANNEL, REQUESTER, USERS
+from tests.support.slack_driver import APPROVER, CHANNEL, REQUESTER
 
 ZONE = "us-central1-a"
 END = frozenset({State.SUCCEEDED, State.FAILED})
@@ -113,12 +113,6 @@ class Scenario:
 def fakes() -> Iterator[GoogleFakes]:
     with GoogleFakes(operation_seconds=0.5) as started:
         yield started
-
-
-@pytest.fixture
-def stub() -> Iterator[SlackApiStub]:
-    with SlackApiStub(users=USERS) as api:
-        yield api
 
 
 def scenario_env(

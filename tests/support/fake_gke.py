@@ -35,7 +35,7 @@ Fault injection:
   DONE with ``error`` set and a ``cluster_conditions`` / ``nodepool_conditions``
   ``StatusCondition``; the cluster ends in ERROR, a node pool in ERROR.
 
-Inspection: ``requests`` (every call as ``GkeCall(method, request)``, in order),
+Inspection: ``requests`` (every call as ``GrpcCall(method, request, code)``, in order),
 ``calls(method)``, ``count(method)``, ``cluster(...)`` / ``node_pool(...)`` snapshots and
 ``operation(name)``.
 """
@@ -51,22 +51,19 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import proto
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import container_v1
 from google.cloud.container_v1.services.cluster_manager.transports import (
     ClusterManagerGrpcTransport,
 )
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import code_pb2, status_pb2
 
-from tests.support.serving import GrpcFake
+from tests.support.grpc_fake import GrpcError, GrpcFake, Method
 
+DOMAIN = "container.googleapis.com"
 SERVICE = "google.container.v1.ClusterManager"
 
 DEFAULT_CA_PEM = (
@@ -117,29 +114,6 @@ PoolStatus: Any = container_v1.NodePool.Status
 ConditionCode: Any = container_v1.StatusCondition.Code
 
 
-class GkeCall(NamedTuple):
-    """One request the fake received: gRPC method name and the decoded request."""
-
-    method: str
-    request: Any
-
-
-class _Abort(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.reason = reason
-
-
-@dataclass
-class _Fault:
-    code: grpc.StatusCode
-    message: str
-    reason: str | None
-    times: int
-
-
 @dataclass
 class _ClusterState:
     cluster: container_v1.Cluster
@@ -164,8 +138,8 @@ def _copy(message: _M) -> _M:
     return cls.deserialize(cls.serialize(message))
 
 
-def _invalid(message: str) -> _Abort:
-    return _Abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+def _invalid(message: str) -> GrpcError:
+    return GrpcError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def _split(path: str, kinds: tuple[str, ...], what: str) -> list[str]:
@@ -243,6 +217,8 @@ def _now_rfc3339() -> str:
 class FakeGke(GrpcFake):
     """GKE ClusterManager over gRPC on 127.0.0.1; see the module docstring."""
 
+    DOMAIN = DOMAIN
+
     def __init__(
         self,
         *,
@@ -259,12 +235,10 @@ class FakeGke(GrpcFake):
         self._lock = threading.RLock()
         self._clusters: dict[tuple[str, str, str], _ClusterState] = {}
         self._ops: dict[tuple[str, str, str], _OpState] = {}
-        self._faults: dict[str, list[_Fault]] = {}
         self._stockouts: list[str] = []
-        self._requests: list[GkeCall] = []
         self._ids = itertools.count(1)
-        self._grpc_server(max_workers)
-        handlers: dict[str, tuple[Any, Callable[[Any], Any]]] = {
+        self._grpc_server(max_workers, self._lock)
+        handlers: dict[str, Method] = {
             "GetCluster": (container_v1.GetClusterRequest, self._get_cluster),
             "ListClusters": (container_v1.ListClustersRequest, self._list_clusters),
             "CreateCluster": (container_v1.CreateClusterRequest, self._create_cluster),
@@ -275,59 +249,21 @@ class FakeGke(GrpcFake):
             "DeleteNodePool": (container_v1.DeleteNodePoolRequest, self._delete_node_pool),
             "GetOperation": (container_v1.GetOperationRequest, self._get_operation),
         }
-        rpc_handlers = {
-            method: grpc.unary_unary_rpc_method_handler(
-                self._wrap(method, impl),
-                request_deserializer=req_type.deserialize,
-                response_serializer=lambda msg: type(msg).serialize(msg),
-            )
-            for method, (req_type, impl) in handlers.items()
-        }
-        self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, rpc_handlers),)
-        )
+        self._serve(SERVICE, handlers)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def client(self) -> container_v1.ClusterManagerClient:
         """A real ``ClusterManagerClient`` talking to this fake (anonymous, insecure)."""
-        transport = ClusterManagerGrpcTransport(
-            host=self.target, credentials=AnonymousCredentials(), channel=self.channel()
-        )
-        return container_v1.ClusterManagerClient(
-            transport=transport, client_options=ClientOptions(api_endpoint=self.target)
-        )
+        return self._client(container_v1.ClusterManagerClient, ClusterManagerGrpcTransport)
 
     # -- fault injection and inspection ----------------------------------------------------
-
-    def fail_next(
-        self,
-        method: str,
-        code: grpc.StatusCode,
-        message: str,
-        times: int = 1,
-        reason: str | None = None,
-    ) -> None:
-        """Make the next ``times`` calls of ``method`` fail with ``code`` / ``message``."""
-        with self._lock:
-            self._faults.setdefault(method, []).append(_Fault(code, message, reason, times))
 
     def stockout_next_operation(self, code: str = "GCE_STOCKOUT") -> None:
         """Make the next create operation finish DONE with an error and a condition."""
         ConditionCode[code]  # validate the name early
         with self._lock:
             self._stockouts.append(code)
-
-    @property
-    def requests(self) -> list[GkeCall]:
-        with self._lock:
-            return list(self._requests)
-
-    def calls(self, method: str) -> list[Any]:
-        return [call.request for call in self.requests if call.method == method]
-
-    def count(self, method: str) -> int:
-        return len(self.calls(method))
 
     def cluster(self, project: str, location: str, name: str) -> container_v1.Cluster | None:
         """A snapshot of a cluster (operations settled first), or None."""
@@ -355,42 +291,8 @@ class FakeGke(GrpcFake):
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _wrap(
-        self, method: str, impl: Callable[[Any], Any]
-    ) -> Callable[[Any, grpc.ServicerContext], Any]:
-        def handler(request: Any, context: grpc.ServicerContext) -> Any:
-            try:
-                with self._lock:
-                    self._requests.append(GkeCall(method, request))
-                    self._take_fault(method)
-                    self._settle()
-                    return impl(request)
-            except _Abort as err:
-                if err.reason is None:
-                    context.abort(err.code, err.message)
-                info = any_pb2.Any()
-                info.Pack(
-                    error_details_pb2.ErrorInfo(
-                        reason=err.reason, domain="container.googleapis.com"
-                    )
-                )
-                status = status_pb2.Status(
-                    code=err.code.value[0], message=err.message, details=[info]
-                )
-                context.abort_with_status(rpc_status.to_status(status))
-            raise AssertionError("unreachable")  # pragma: no cover
-
-        return handler
-
-    def _take_fault(self, method: str) -> None:
-        queue = self._faults.get(method)
-        if not queue:
-            return
-        fault = queue[0]
-        fault.times -= 1
-        if fault.times <= 0:
-            queue.pop(0)
-        raise _Abort(fault.code, fault.message, fault.reason)
+    def _before_call(self) -> None:
+        self._settle()
 
     def _settle(self) -> None:
         now = self.clock()
@@ -500,7 +402,7 @@ class FakeGke(GrpcFake):
     def _check_idle(self, key: tuple[str, str, str]) -> None:
         running = self._running_op(key)
         if running is not None:
-            raise _Abort(
+            raise GrpcError(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"Cluster is running incompatible operation {running.name}. "
                 "[CLUSTER_ALREADY_HAS_OPERATION]",
@@ -519,7 +421,7 @@ class FakeGke(GrpcFake):
         state = self._clusters.get(key)
         if state is None:
             p, loc, c = key
-            raise _Abort(
+            raise GrpcError(
                 grpc.StatusCode.NOT_FOUND,
                 f"Not found: projects/{p}/locations/{loc}/clusters/{c}.",
             )
@@ -539,7 +441,7 @@ class FakeGke(GrpcFake):
         pool = self._existing(key).pools.get(name)
         if pool is None:
             p, loc, c = key
-            raise _Abort(
+            raise GrpcError(
                 grpc.StatusCode.NOT_FOUND,
                 f"Not found: projects/{p}/locations/{loc}/clusters/{c}/nodePools/{name}.",
             )
@@ -597,7 +499,7 @@ class FakeGke(GrpcFake):
             )
         key = (project, location, cluster.name)
         if key in self._clusters:
-            raise _Abort(
+            raise GrpcError(
                 grpc.StatusCode.ALREADY_EXISTS,
                 f"Already exists: projects/{project}/locations/{location}/clusters/{cluster.name}.",
             )
@@ -665,7 +567,7 @@ class FakeGke(GrpcFake):
         state = self._existing(key)
         if pool.name in state.pools:
             p, loc, c = key
-            raise _Abort(
+            raise GrpcError(
                 grpc.StatusCode.ALREADY_EXISTS,
                 f"Already exists: projects/{p}/locations/{loc}/clusters/{c}/nodePools/{pool.name}.",
             )
@@ -697,7 +599,7 @@ class FakeGke(GrpcFake):
         p, loc, op_id = _split(path, ("operations",), "name")
         state = self._ops.get((p, loc, op_id))
         if state is None:
-            raise _Abort(
+            raise GrpcError(
                 grpc.StatusCode.NOT_FOUND,
                 f"Not found: projects/{p}/locations/{loc}/operations/{op_id}.",
             )

@@ -44,7 +44,7 @@ Fault injection: ``fail_next(method, code, message, times=1, reason=None)`` refu
 ``google.rpc.ErrorInfo`` (e.g. ``SERVICE_DISABLED``), which the client shows as
 ``exc.reason``.
 
-Inspection: ``requests`` (every call as ``IamRequest(method, request, code)``, in order),
+Inspection: ``requests`` (every call as ``GrpcCall(method, request, code)``, in order),
 ``calls(method)``, ``count(method)``, ``account(email)``, ``policy(email)``,
 ``members(email, role)``, ``successful_sets`` and ``blind_sets``.
 
@@ -58,21 +58,15 @@ import hashlib
 import itertools
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import iam_admin_v1
 from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
 from google.iam.v1 import iam_policy_pb2, policy_pb2
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
-from tests.support.serving import GrpcFake
+from tests.support.grpc_fake import GrpcError, GrpcFake
 
 HOST = "127.0.0.1"
 SERVICE = "google.iam.admin.v1.IAM"
@@ -103,34 +97,8 @@ _ROLE_RE = re.compile(r"^(?:roles/|(?:projects|organizations)/[^/]+/roles/)[A-Za
 _WITHCOND = "_withcond_"
 
 
-@dataclass(frozen=True)
-class IamRequest:
-    """One RPC the fake received: the method name, the request message and the answer code."""
-
-    method: str
-    request: Any
-    code: grpc.StatusCode = grpc.StatusCode.OK
-
-
-@dataclass
-class _Fault:
-    method: str | None
-    code: grpc.StatusCode
-    message: str
-    reason: str | None
-    times: int
-
-
-class _Refused(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.reason = reason
-
-
-def _invalid(message: str) -> _Refused:
-    return _Refused(grpc.StatusCode.INVALID_ARGUMENT, message)
+def _invalid(message: str) -> GrpcError:
+    return GrpcError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 @dataclass
@@ -159,81 +127,42 @@ class FakeIam(GrpcFake):
     starts and stops the server; ``target`` is ``127.0.0.1:PORT``.
     """
 
+    DOMAIN = "googleapis.com"
+
     def __init__(self, *, projects: Iterable[str] | None = None, max_workers: int = 32) -> None:
         self.projects: frozenset[str] = frozenset(
             DEFAULT_PROJECTS if projects is None else projects
         )
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}  # by email
-        self._requests: list[IamRequest] = []
-        self._faults: list[_Fault] = []
         self._etags = itertools.count(1)
         self._unique_ids = itertools.count(104_857_600_000_000_000_001)
         self._sets = 0
         self._blind_sets = 0
-        self._register(self._grpc_server(max_workers))
+        self._grpc_server(max_workers, self._lock)
+        self._serve(
+            SERVICE,
+            {
+                "GetServiceAccount": (
+                    iam_admin_v1.GetServiceAccountRequest,
+                    self._get_service_account,
+                ),
+                "CreateServiceAccount": (
+                    iam_admin_v1.CreateServiceAccountRequest,
+                    self._create_service_account,
+                ),
+                "GetIamPolicy": (iam_policy_pb2.GetIamPolicyRequest, self._get_iam_policy),
+                "SetIamPolicy": (iam_policy_pb2.SetIamPolicyRequest, self._set_iam_policy),
+            },
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _register(self, server: grpc.Server) -> None:
-        handlers = {
-            "GetServiceAccount": grpc.unary_unary_rpc_method_handler(
-                self._rpc("GetServiceAccount", self._get_service_account),
-                request_deserializer=iam_admin_v1.GetServiceAccountRequest.deserialize,
-                response_serializer=iam_admin_v1.ServiceAccount.serialize,
-            ),
-            "CreateServiceAccount": grpc.unary_unary_rpc_method_handler(
-                self._rpc("CreateServiceAccount", self._create_service_account),
-                request_deserializer=iam_admin_v1.CreateServiceAccountRequest.deserialize,
-                response_serializer=iam_admin_v1.ServiceAccount.serialize,
-            ),
-            "GetIamPolicy": grpc.unary_unary_rpc_method_handler(
-                self._rpc("GetIamPolicy", self._get_iam_policy),
-                request_deserializer=iam_policy_pb2.GetIamPolicyRequest.FromString,
-                response_serializer=policy_pb2.Policy.SerializeToString,
-            ),
-            "SetIamPolicy": grpc.unary_unary_rpc_method_handler(
-                self._rpc("SetIamPolicy", self._set_iam_policy),
-                request_deserializer=iam_policy_pb2.SetIamPolicyRequest.FromString,
-                response_serializer=policy_pb2.Policy.SerializeToString,
-            ),
-        }
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-
     def client(self) -> iam_admin_v1.IAMClient:
         """A real ``IAMClient`` over an insecure channel to this fake (closed on stop)."""
-        channel = self.channel()
-        transport = IAMGrpcTransport(
-            host=self.target, credentials=AnonymousCredentials(), channel=channel
-        )
-        return iam_admin_v1.IAMClient(
-            transport=transport, client_options=ClientOptions(api_endpoint=self.target)
-        )
+        return self._client(iam_admin_v1.IAMClient, IAMGrpcTransport)
 
     # -- test controls -----------------------------------------------------------------------
-
-    def fail_next(
-        self,
-        method: str | None,
-        code: grpc.StatusCode,
-        message: str,
-        times: int = 1,
-        reason: str | None = None,
-    ) -> None:
-        """Refuse the next ``times`` calls of ``method`` (any method if ``None``)."""
-        with self._lock:
-            self._faults.append(_Fault(method, code, message, reason, times))
-
-    @property
-    def requests(self) -> list[IamRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    def calls(self, method: str) -> list[Any]:
-        return [r.request for r in self.requests if r.method == method]
-
-    def count(self, method: str) -> int:
-        return len(self.calls(method))
 
     def account(self, email: str) -> iam_admin_v1.ServiceAccount | None:
         with self._lock:
@@ -268,40 +197,6 @@ class FakeIam(GrpcFake):
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _rpc(
-        self, method: str, impl: Callable[[Any], Any]
-    ) -> Callable[[Any, grpc.ServicerContext], Any]:
-        def call(request: Any, context: grpc.ServicerContext) -> Any:
-            with self._lock:
-                try:
-                    self._inject(method)
-                    response = impl(request)
-                except _Refused as refused:
-                    self._requests.append(IamRequest(method, request, refused.code))
-                    error = refused
-                else:
-                    self._requests.append(IamRequest(method, request))
-                    return response
-            if error.reason is None:
-                context.abort(error.code, error.message)
-            info = any_pb2.Any()
-            info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain="googleapis.com"))
-            status = status_pb2.Status(
-                code=error.code.value[0], message=error.message, details=[info]
-            )
-            context.abort_with_status(rpc_status.to_status(status))
-            raise AssertionError("unreachable")  # pragma: no cover
-
-        return call
-
-    def _inject(self, method: str) -> None:
-        for fault in self._faults:
-            if fault.method is None or fault.method == method:
-                fault.times -= 1
-                if fault.times <= 0:
-                    self._faults.remove(fault)
-                raise _Refused(fault.code, fault.message, fault.reason)
-
     def _lookup(self, name: str) -> _Account:
         """The account named ``projects/{p or -}/serviceAccounts/{email or unique id}``."""
         parts = name.split("/")
@@ -319,7 +214,7 @@ class FakeIam(GrpcFake):
         # Named under another project than its own: the real API does not find it either
         # (our choice where the documentation is silent).
         if state is None or project not in ("-", state.project):
-            raise _Refused(grpc.StatusCode.NOT_FOUND, UNKNOWN_ACCOUNT)
+            raise GrpcError(grpc.StatusCode.NOT_FOUND, UNKNOWN_ACCOUNT)
         return state
 
     # -- RPC implementations -----------------------------------------------------------------
@@ -339,7 +234,7 @@ class FakeIam(GrpcFake):
             )
         project = parts[1]
         if project not in self.projects:
-            raise _Refused(
+            raise GrpcError(
                 grpc.StatusCode.PERMISSION_DENIED,
                 "Permission 'iam.serviceAccounts.create' denied on resource (or it may not exist).",
             )
@@ -357,7 +252,7 @@ class FakeIam(GrpcFake):
             )
         email = f"{account_id}@{project}.iam.gserviceaccount.com"
         if email in self._accounts:
-            raise _Refused(
+            raise GrpcError(
                 grpc.StatusCode.ALREADY_EXISTS,
                 f"Service account {account_id} already exists within project projects/{project}.",
             )
@@ -395,7 +290,7 @@ class FakeIam(GrpcFake):
         state = self._lookup(request.resource)
         incoming = request.policy
         if incoming.etag and incoming.etag != state.policy.etag:
-            raise _Refused(grpc.StatusCode.ABORTED, CONCURRENT_CHANGE)
+            raise GrpcError(grpc.StatusCode.ABORTED, CONCURRENT_CHANGE)
         conditional = False
         for binding in incoming.bindings:
             if _WITHCOND in binding.role or not _ROLE_RE.match(binding.role):

@@ -929,7 +929,8 @@ class FakeKube(BackgroundServer):
         found: dict[str, str] = {}
         for ref in refs:
             wanted = (ref or {}).get("service") or {}
-            service = self._objects.get(("", "services", stored.namespace, wanted.get("name")))
+            name = wanted.get("name")
+            service = self._objects.get(("", "services", stored.namespace, name)) if name else None
             if service is None:
                 continue
             port_ref = wanted.get("port") or {}

@@ -33,8 +33,8 @@ Behaviour modelled on the real service:
   must look like ``roles/...`` or ``projects/.../roles/...`` (INVALID_ARGUMENT otherwise);
   bindings with no members are dropped.
 * ``fail_next(method, code, message, times=1)`` injects errors (``method`` = "GetProject",
-  "GetIamPolicy", "SetIamPolicy" or ``None`` for any).  Every request is recorded as an
-  ``RmRequest``.
+  "GetIamPolicy", "SetIamPolicy" or ``None`` for any).  Every request is recorded as a
+  ``GrpcCall``.
 
 Not modelled: evaluating conditions (CEL), audit configs, update masks, the other
 ``Projects`` RPCs (they answer UNIMPLEMENTED), authentication.
@@ -46,7 +46,7 @@ import hashlib
 import itertools
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,9 +55,10 @@ from google.cloud import resourcemanager_v3
 from google.cloud.resourcemanager_v3.services.projects.transports import ProjectsGrpcTransport
 from google.iam.v1 import iam_policy_pb2, policy_pb2
 
-from tests.support.serving import GrpcFake
+from tests.support.grpc_fake import GrpcError, GrpcFake
 
 HOST = "127.0.0.1"
+DOMAIN = "cloudresourcemanager.googleapis.com"
 SERVICE = "google.cloud.resourcemanager.v3.Projects"
 DEFAULT_PROJECTS: dict[str, int] = {"kf-proj": 123456789012}
 DEFAULT_OWNER = "user:owner@example.com"
@@ -83,35 +84,9 @@ MAX_CONDITION_DESCRIPTION = 256
 _PROJECT_NAME = re.compile(r"projects/[a-z0-9][-a-z0-9]*")
 
 
-@dataclass(frozen=True)
-class RmRequest:
-    """One RPC the fake received: the method name, the request message and the answer code."""
-
-    method: str
-    request: Any
-    code: grpc.StatusCode = grpc.StatusCode.OK
-
-
-@dataclass
-class _Fault:
-    method: str | None
-    code: grpc.StatusCode
-    message: str
-    times: int
-
-
-class _Refused(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 @dataclass
 class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
-    requests: list[RmRequest] = field(default_factory=list)
-    faults: list[_Fault] = field(default_factory=list)
     policies: dict[str, policy_pb2.Policy] = field(default_factory=dict)
     blind_sets: int = 0
     stale_sets: int = 0
@@ -125,6 +100,8 @@ class FakeResourceManager(GrpcFake):
     starts and stops the server; ``target`` is ``127.0.0.1:PORT``.
     """
 
+    DOMAIN = DOMAIN
+
     def __init__(self, *, projects: Mapping[str, int] | None = None) -> None:
         self.projects: dict[str, int] = dict(DEFAULT_PROJECTS if projects is None else projects)
         self._state = _State()
@@ -133,48 +110,23 @@ class FakeResourceManager(GrpcFake):
             policy = policy_pb2.Policy(version=1, etag=self._next_etag())
             policy.bindings.add(role="roles/owner", members=[DEFAULT_OWNER])
             self._state.policies[project_id] = policy
-        self._register(self._grpc_server(max_workers=32))
+        self._grpc_server(32, self._state.lock)
+        self._serve(
+            SERVICE,
+            {
+                "GetProject": (resourcemanager_v3.GetProjectRequest, self._get_project),
+                "GetIamPolicy": (iam_policy_pb2.GetIamPolicyRequest, self._get_iam_policy),
+                "SetIamPolicy": (iam_policy_pb2.SetIamPolicyRequest, self._set_iam_policy),
+            },
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _register(self, server: grpc.Server) -> None:
-        handlers = {
-            "GetProject": grpc.unary_unary_rpc_method_handler(
-                self._rpc("GetProject", self._get_project),
-                request_deserializer=resourcemanager_v3.GetProjectRequest.deserialize,
-                response_serializer=resourcemanager_v3.Project.serialize,
-            ),
-            "GetIamPolicy": grpc.unary_unary_rpc_method_handler(
-                self._rpc("GetIamPolicy", self._get_iam_policy),
-                request_deserializer=iam_policy_pb2.GetIamPolicyRequest.FromString,
-                response_serializer=policy_pb2.Policy.SerializeToString,
-            ),
-            "SetIamPolicy": grpc.unary_unary_rpc_method_handler(
-                self._rpc("SetIamPolicy", self._set_iam_policy),
-                request_deserializer=iam_policy_pb2.SetIamPolicyRequest.FromString,
-                response_serializer=policy_pb2.Policy.SerializeToString,
-            ),
-        }
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-
     def client(self) -> resourcemanager_v3.ProjectsClient:
         """A real ``ProjectsClient`` over an insecure channel to this fake (closed on stop)."""
-        channel = self.channel()
-        return resourcemanager_v3.ProjectsClient(transport=ProjectsGrpcTransport(channel=channel))
+        return self._client(resourcemanager_v3.ProjectsClient, ProjectsGrpcTransport)
 
     # -- test controls -----------------------------------------------------------------------
-
-    def fail_next(
-        self, method: str | None, code: grpc.StatusCode, message: str, times: int = 1
-    ) -> None:
-        """Refuse the next ``times`` calls of ``method`` (any method if ``None``)."""
-        with self._state.lock:
-            self._state.faults.append(_Fault(method, code, message, times))
-
-    @property
-    def requests(self) -> list[RmRequest]:
-        with self._state.lock:
-            return list(self._state.requests)
 
     def policy(self, project_id: str) -> policy_pb2.Policy:
         """A copy of the project's current IAM policy."""
@@ -211,32 +163,6 @@ class FakeResourceManager(GrpcFake):
 
     # -- RPC implementations -----------------------------------------------------------------
 
-    def _rpc(
-        self, method: str, impl: Callable[[Any], Any]
-    ) -> Callable[[Any, grpc.ServicerContext], Any]:
-        def call(request: Any, context: grpc.ServicerContext) -> Any:
-            with self._state.lock:
-                try:
-                    self._inject(method)
-                    response = impl(request)
-                except _Refused as refused:
-                    self._state.requests.append(RmRequest(method, request, refused.code))
-                    error = refused
-                else:
-                    self._state.requests.append(RmRequest(method, request))
-                    return response
-            context.abort(error.code, error.message)
-
-        return call
-
-    def _inject(self, method: str) -> None:
-        for fault in self._state.faults:
-            if fault.method is None or fault.method == method:
-                fault.times -= 1
-                if fault.times <= 0:
-                    self._state.faults.remove(fault)
-                raise _Refused(fault.code, fault.message)
-
     def _project_id(self, resource: str) -> str:
         key = resource.removeprefix("projects/")
         if resource.startswith("projects/"):
@@ -245,7 +171,7 @@ class FakeResourceManager(GrpcFake):
             for project_id, number in self.projects.items():
                 if key == str(number):
                     return project_id
-        raise _Refused(
+        raise GrpcError(
             grpc.StatusCode.PERMISSION_DENIED,
             f"Permission denied on resource '{resource}' (or it may not exist).",
         )
@@ -290,7 +216,7 @@ class FakeResourceManager(GrpcFake):
         incoming = request.policy
         if incoming.etag and incoming.etag != current.etag:
             self._state.stale_sets += 1
-            raise _Refused(grpc.StatusCode.ABORTED, CONCURRENT_CHANGE)
+            raise GrpcError(grpc.StatusCode.ABORTED, CONCURRENT_CHANGE)
         if incoming.version not in (0, 1, 3):
             raise _invalid(f"Invalid policy version {incoming.version}; use 1 or 3.")
         for binding in incoming.bindings:
@@ -320,8 +246,8 @@ _NEEDS_VERSION_3 = (
 )
 
 
-def _invalid(message: str) -> _Refused:
-    return _Refused(grpc.StatusCode.INVALID_ARGUMENT, message)
+def _invalid(message: str) -> GrpcError:
+    return GrpcError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def _conditional(policy: policy_pb2.Policy) -> bool:

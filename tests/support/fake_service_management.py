@@ -56,7 +56,7 @@ Fault injection:
 * ``fail_next_operation(code, message)``: the next long-running operation finishes with
   that error; a failing rollout ends FAILED_ROLLED_BACK and changes no target.
 
-Inspection: ``requests`` (every call as ``SmCall(method, request, code)``, in order),
+Inspection: ``requests`` (every call as ``GrpcCall(method, request, code)``, in order),
 ``calls(method)``, ``count(method)``, ``writes()`` (the mutating calls), ``target_of(host)``
 (the IPv4 the rolled-out config points the host at, or None), ``exists(host)``,
 ``deleted(host)``, ``configs(host)``, ``rollouts(host)``, ``operation(name)``.
@@ -77,23 +77,19 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 import proto
 from google.api import service_pb2
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import servicemanagement_v1 as sm
 from google.cloud.servicemanagement_v1.services.service_manager.transports import (
     ServiceManagerGrpcTransport,
 )
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, empty_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
-from tests.support.serving import GrpcFake
+from tests.support.grpc_fake import GrpcError, GrpcFake, Method
 
 SERVICE = "google.api.servicemanagement.v1.ServiceManager"
 OPERATIONS = "google.longrunning.Operations"
@@ -127,31 +123,6 @@ _WRITES = frozenset(
 )
 
 
-class SmCall(NamedTuple):
-    """One request the fake received: the method name, the decoded request, the answer."""
-
-    method: str
-    request: Any
-    code: grpc.StatusCode = grpc.StatusCode.OK
-
-
-class _Abort(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.reason = reason
-
-
-@dataclass
-class _Fault:
-    method: str | None
-    code: grpc.StatusCode
-    message: str
-    reason: str | None
-    times: int
-
-
 @dataclass
 class _Managed:
     name: str
@@ -169,11 +140,11 @@ class _OpState:
     done_at: float
     on_done: Callable[[], None] | None = None
     on_error: Callable[[], None] | None = None
-    error: _Abort | None = None
+    error: GrpcError | None = None
 
 
-def _invalid(message: str) -> _Abort:
-    return _Abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+def _invalid(message: str) -> GrpcError:
+    return GrpcError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def _pack(message: Any) -> any_pb2.Any:
@@ -194,6 +165,8 @@ class FakeServiceManagement(GrpcFake):
     ``projects`` are the producer projects the fake knows (by id).
     """
 
+    DOMAIN = DOMAIN
+
     def __init__(
         self,
         *,
@@ -210,12 +183,10 @@ class FakeServiceManagement(GrpcFake):
         self._lock = threading.RLock()
         self._services: dict[str, _Managed] = {}
         self._ops: dict[str, _OpState] = {}
-        self._faults: list[_Fault] = []
-        self._op_faults: list[_Abort] = []
-        self._requests: list[SmCall] = []
+        self._op_faults: list[GrpcError] = []
         self._ids = itertools.count(0)
-        self._grpc_server(max_workers)
-        methods: dict[str, tuple[Any, Callable[[Any], Any]]] = {
+        self._grpc_server(max_workers, self._lock)
+        methods: dict[str, Method] = {
             "GetService": (sm.GetServiceRequest, self._get_service),
             "CreateService": (sm.CreateServiceRequest, self._create_service),
             "DeleteService": (sm.DeleteServiceRequest, self._delete_service),
@@ -227,69 +198,23 @@ class FakeServiceManagement(GrpcFake):
             "ListServiceRollouts": (sm.ListServiceRolloutsRequest, self._list_rollouts),
             "GetServiceRollout": (sm.GetServiceRolloutRequest, self._get_rollout),
         }
-        manager_handlers = {
-            method: grpc.unary_unary_rpc_method_handler(
-                self._wrap(method, impl),
-                request_deserializer=request_type.deserialize,
-                response_serializer=_serialize,
-            )
-            for method, (request_type, impl) in methods.items()
-        }
-        operation_handlers = {
-            "GetOperation": grpc.unary_unary_rpc_method_handler(
-                self._wrap("GetOperation", self._get_operation),
-                request_deserializer=operations_pb2.GetOperationRequest.FromString,
-                response_serializer=operations_pb2.Operation.SerializeToString,
-            )
-        }
-        self._server.add_generic_rpc_handlers(
-            (
-                grpc.method_handlers_generic_handler(SERVICE, manager_handlers),
-                grpc.method_handlers_generic_handler(OPERATIONS, operation_handlers),
-            )
+        self._serve(SERVICE, methods)
+        self._serve(
+            OPERATIONS, {"GetOperation": (operations_pb2.GetOperationRequest, self._get_operation)}
         )
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def client(self) -> sm.ServiceManagerClient:
         """A real ``ServiceManagerClient`` talking to this fake (anonymous, insecure)."""
-        channel = self.channel()
-        transport = ServiceManagerGrpcTransport(
-            host=self.target, credentials=AnonymousCredentials(), channel=channel
-        )
-        return sm.ServiceManagerClient(
-            transport=transport, client_options=ClientOptions(api_endpoint=self.target)
-        )
+        return self._client(sm.ServiceManagerClient, ServiceManagerGrpcTransport)
 
     # -- fault injection and inspection ----------------------------------------------------
-
-    def fail_next(
-        self,
-        method: str | None,
-        code: grpc.StatusCode,
-        message: str,
-        times: int = 1,
-        reason: str | None = None,
-    ) -> None:
-        """Make the next ``times`` calls of ``method`` (any method if None) fail."""
-        with self._lock:
-            self._faults.append(_Fault(method, code, message, reason, times))
 
     def fail_next_operation(self, code: grpc.StatusCode, message: str) -> None:
         """Make the next long-running operation finish with this error."""
         with self._lock:
-            self._op_faults.append(_Abort(code, message))
-
-    @property
-    def requests(self) -> list[SmCall]:
-        with self._lock:
-            return list(self._requests)
-
-    def calls(self, method: str) -> list[Any]:
-        return [call.request for call in self.requests if call.method == method]
-
-    def count(self, method: str) -> int:
-        return len(self.calls(method))
+            self._op_faults.append(GrpcError(code, message))
 
     def writes(self) -> list[str]:
         """The mutating methods called so far, in order (refused ones included)."""
@@ -348,33 +273,8 @@ class FakeServiceManagement(GrpcFake):
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _wrap(
-        self, method: str, impl: Callable[[Any], Any]
-    ) -> Callable[[Any, grpc.ServicerContext], Any]:
-        def handler(request: Any, context: grpc.ServicerContext) -> Any:
-            with self._lock:
-                try:
-                    self._take_fault(method)
-                    self._settle()
-                    response = impl(request)
-                except _Abort as err:
-                    self._requests.append(SmCall(method, request, err.code))
-                    error = err
-                else:
-                    self._requests.append(SmCall(method, request))
-                    return response
-            context.abort_with_status(rpc_status.to_status(_status(error)))
-            raise AssertionError("unreachable")  # pragma: no cover
-
-        return handler
-
-    def _take_fault(self, method: str) -> None:
-        for fault in self._faults:
-            if fault.method is None or fault.method == method:
-                fault.times -= 1
-                if fault.times <= 0:
-                    self._faults.remove(fault)
-                raise _Abort(fault.code, fault.message, fault.reason)
+    def _before_call(self) -> None:
+        self._settle()
 
     def _settle(self) -> None:
         now = self.clock()
@@ -388,7 +288,7 @@ class FakeServiceManagement(GrpcFake):
     def _finish(self, state: _OpState) -> None:
         state.op.done = True
         if state.error is not None:
-            state.op.error.CopyFrom(_status(state.error))
+            state.op.error.CopyFrom(state.error.status(DOMAIN))
             if state.on_error is not None:
                 state.on_error()
             return
@@ -434,7 +334,7 @@ class FakeServiceManagement(GrpcFake):
         self._check_name(name)
         managed = self._services.get(name)
         if managed is None or managed.deleted_at is not None:
-            raise _Abort(grpc.StatusCode.NOT_FOUND, f"Service '{name}' not found.")
+            raise GrpcError(grpc.StatusCode.NOT_FOUND, f"Service '{name}' not found.")
         return managed
 
     def _active_config(self, managed: _Managed) -> service_pb2.Service | None:
@@ -472,7 +372,7 @@ class FakeServiceManagement(GrpcFake):
         if not project:
             raise _invalid("The producer project id must not be empty.")
         if project not in self.projects:
-            raise _Abort(
+            raise GrpcError(
                 grpc.StatusCode.PERMISSION_DENIED,
                 PERMISSION_MESSAGE.format(
                     permission="servicemanagement.services.create", project=project
@@ -486,10 +386,10 @@ class FakeServiceManagement(GrpcFake):
             )
         existing = self._services.get(name)
         if existing is not None and existing.deleted_at is None:
-            raise _Abort(grpc.StatusCode.ALREADY_EXISTS, f"Service '{name}' already exists.")
+            raise GrpcError(grpc.StatusCode.ALREADY_EXISTS, f"Service '{name}' already exists.")
         if existing is not None:
             # Choice: the 30-day retention is documented; this status and wording are not.
-            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, DELETED_MESSAGE.format(name=name))
+            raise GrpcError(grpc.StatusCode.FAILED_PRECONDITION, DELETED_MESSAGE.format(name=name))
         managed = _Managed(name, project)
         self._services[name] = managed
         return self._start_operation(
@@ -512,10 +412,12 @@ class FakeServiceManagement(GrpcFake):
         self._check_name(name)
         managed = self._services.get(name)
         if managed is None:
-            raise _Abort(grpc.StatusCode.NOT_FOUND, f"Service '{name}' not found.")
+            raise GrpcError(grpc.StatusCode.NOT_FOUND, f"Service '{name}' not found.")
         if managed.deleted_at is None:
             # Choice: undeleting a live service is refused.
-            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"Service '{name}' is not deleted.")
+            raise GrpcError(
+                grpc.StatusCode.FAILED_PRECONDITION, f"Service '{name}' is not deleted."
+            )
         managed.deleted_at = None
         return self._start_operation(
             f"operations/services.{name}-{next(self._ids)}",
@@ -556,12 +458,14 @@ class FakeServiceManagement(GrpcFake):
         managed = self._live(request.service_name)
         if not request.config_id:
             if not managed.configs:
-                raise _Abort(grpc.StatusCode.NOT_FOUND, f"Service '{managed.name}' has no configs.")
+                raise GrpcError(
+                    grpc.StatusCode.NOT_FOUND, f"Service '{managed.name}' has no configs."
+                )
             return managed.configs[-1]
         for config in managed.configs:
             if config.id == request.config_id:
                 return config
-        raise _Abort(
+        raise GrpcError(
             grpc.StatusCode.NOT_FOUND,
             f"Service config '{request.config_id}' of '{managed.name}' not found.",
         )
@@ -643,7 +547,7 @@ class FakeServiceManagement(GrpcFake):
         for rollout in managed.rollouts:
             if rollout.rollout_id == request.rollout_id:
                 return rollout
-        raise _Abort(
+        raise GrpcError(
             grpc.StatusCode.NOT_FOUND,
             f"Rollout '{request.rollout_id}' of '{managed.name}' not found.",
         )
@@ -653,23 +557,9 @@ class FakeServiceManagement(GrpcFake):
     def _get_operation(self, request: operations_pb2.GetOperationRequest) -> Any:
         state = self._ops.get(request.name)
         if state is None:
-            raise _Abort(grpc.StatusCode.NOT_FOUND, f"Operation '{request.name}' not found.")
+            raise GrpcError(grpc.StatusCode.NOT_FOUND, f"Operation '{request.name}' not found.")
         if not state.op.done and state.polls_left > 0:
             state.polls_left -= 1  # this poll answers "running"
         else:
             self._settle()
         return _copy(state.op)
-
-
-def _serialize(message: Any) -> bytes:
-    if isinstance(message, proto.Message):
-        return type(message).serialize(message)
-    return bytes(message.SerializeToString())
-
-
-def _status(err: _Abort) -> status_pb2.Status:
-    status = status_pb2.Status(code=err.code.value[0], message=err.message)
-    if err.reason is not None:
-        info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN)
-        status.details.add().Pack(info)
-    return status

@@ -49,7 +49,7 @@ Fault injection:
 * ``fail_next_operation(code, message, reason=None)``: the next enable operation finishes
   with that error and enables nothing.
 
-Inspection: ``requests`` (every call as ``SuCall(method, request, code)``, in order),
+Inspection: ``requests`` (every call as ``GrpcCall(method, request, code)``, in order),
 ``calls(method)``, ``count(method)``, ``enabled(project)``, ``operation(name)``.
 
 Not modelled: DisableService, ListServices, quota and consumer overrides, service
@@ -64,22 +64,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 import proto
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import service_usage_v1
 from google.cloud.service_usage_v1.services.service_usage.transports import (
     ServiceUsageGrpcTransport,
 )
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
-from tests.support.serving import GrpcFake
+from tests.support.grpc_fake import GrpcError, GrpcFake
 
 SERVICE = "google.api.serviceusage.v1.ServiceUsage"
 OPERATIONS = "google.longrunning.Operations"
@@ -129,38 +125,6 @@ BILLING_MESSAGE = (
 State: Any = service_usage_v1.State
 
 
-class SuCall(NamedTuple):
-    """One request the fake received: the method name, the decoded request, the answer."""
-
-    method: str
-    request: Any
-    code: grpc.StatusCode = grpc.StatusCode.OK
-
-
-class _Abort(Exception):
-    def __init__(
-        self,
-        code: grpc.StatusCode,
-        message: str,
-        reason: str | None = None,
-        domain: str = DOMAIN,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.reason = reason
-        self.domain = domain
-
-
-@dataclass
-class _Fault:
-    method: str | None
-    code: grpc.StatusCode
-    message: str
-    reason: str | None
-    times: int
-
-
 @dataclass
 class _OpState:
     op: operations_pb2.Operation
@@ -169,7 +133,7 @@ class _OpState:
     single: bool  # EnableService (one service) rather than BatchEnableServices
     polls_left: int
     done_at: float
-    error: _Abort | None = None
+    error: GrpcError | None = None
 
 
 @dataclass
@@ -178,8 +142,8 @@ class _Projects:
     enabled: dict[str, set[str]] = field(default_factory=dict)
 
 
-def _invalid(message: str) -> _Abort:
-    return _Abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+def _invalid(message: str) -> GrpcError:
+    return GrpcError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def _pack(message: proto.Message) -> any_pb2.Any:
@@ -194,6 +158,8 @@ class FakeServiceUsage(GrpcFake):
     ``projects`` maps project ids to numbers, ``enabled`` gives each project's services
     enabled at the start (by project id), ``services`` is the catalogue of known services.
     """
+
+    DOMAIN = DOMAIN
 
     def __init__(
         self,
@@ -218,84 +184,37 @@ class FakeServiceUsage(GrpcFake):
         self.clock = clock
         self._lock = threading.RLock()
         self._ops: dict[str, _OpState] = {}
-        self._faults: list[_Fault] = []
-        self._op_faults: list[_Abort] = []
-        self._requests: list[SuCall] = []
+        self._op_faults: list[GrpcError] = []
         self._ids = itertools.count(1)
-        self._grpc_server(max_workers)
+        self._grpc_server(max_workers, self._lock)
         su = service_usage_v1
-        proto_plus: dict[str, tuple[Any, Callable[[Any], Any]]] = {
-            "GetService": (su.GetServiceRequest, self._get_service),
-            "BatchGetServices": (su.BatchGetServicesRequest, self._batch_get_services),
-            "BatchEnableServices": (su.BatchEnableServicesRequest, self._batch_enable_services),
-            "EnableService": (su.EnableServiceRequest, self._enable_service),
-        }
-        usage_handlers = {
-            method: grpc.unary_unary_rpc_method_handler(
-                self._wrap(method, impl),
-                request_deserializer=request_type.deserialize,
-                # Reads answer proto-plus messages; enables answer a protobuf Operation.
-                response_serializer=_serialize,
-            )
-            for method, (request_type, impl) in proto_plus.items()
-        }
-        operation_handlers = {
-            "GetOperation": grpc.unary_unary_rpc_method_handler(
-                self._wrap("GetOperation", self._get_operation),
-                request_deserializer=operations_pb2.GetOperationRequest.FromString,
-                response_serializer=operations_pb2.Operation.SerializeToString,
-            )
-        }
-        self._server.add_generic_rpc_handlers(
-            (
-                grpc.method_handlers_generic_handler(SERVICE, usage_handlers),
-                grpc.method_handlers_generic_handler(OPERATIONS, operation_handlers),
-            )
+        self._serve(
+            SERVICE,
+            {
+                "GetService": (su.GetServiceRequest, self._get_service),
+                "BatchGetServices": (su.BatchGetServicesRequest, self._batch_get_services),
+                "BatchEnableServices": (su.BatchEnableServicesRequest, self._batch_enable_services),
+                "EnableService": (su.EnableServiceRequest, self._enable_service),
+            },
+        )
+        self._serve(
+            OPERATIONS, {"GetOperation": (operations_pb2.GetOperationRequest, self._get_operation)}
         )
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def client(self) -> service_usage_v1.ServiceUsageClient:
         """A real ``ServiceUsageClient`` talking to this fake (anonymous, insecure)."""
-        channel = self.channel()
-        transport = ServiceUsageGrpcTransport(
-            host=self.target, credentials=AnonymousCredentials(), channel=channel
-        )
-        return service_usage_v1.ServiceUsageClient(
-            transport=transport, client_options=ClientOptions(api_endpoint=self.target)
-        )
+        return self._client(service_usage_v1.ServiceUsageClient, ServiceUsageGrpcTransport)
 
     # -- fault injection and inspection ----------------------------------------------------
-
-    def fail_next(
-        self,
-        method: str | None,
-        code: grpc.StatusCode,
-        message: str,
-        times: int = 1,
-        reason: str | None = None,
-    ) -> None:
-        """Make the next ``times`` calls of ``method`` (any method if None) fail."""
-        with self._lock:
-            self._faults.append(_Fault(method, code, message, reason, times))
 
     def fail_next_operation(
         self, code: grpc.StatusCode, message: str, reason: str | None = None
     ) -> None:
         """Make the next enable operation finish with this error, enabling nothing."""
         with self._lock:
-            self._op_faults.append(_Abort(code, message, reason))
-
-    @property
-    def requests(self) -> list[SuCall]:
-        with self._lock:
-            return list(self._requests)
-
-    def calls(self, method: str) -> list[Any]:
-        return [call.request for call in self.requests if call.method == method]
-
-    def count(self, method: str) -> int:
-        return len(self.calls(method))
+            self._op_faults.append(GrpcError(code, message, reason))
 
     def enabled(self, project: str) -> frozenset[str]:
         """The services enabled in the project (by id or number), operations settled first."""
@@ -316,33 +235,8 @@ class FakeServiceUsage(GrpcFake):
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _wrap(
-        self, method: str, impl: Callable[[Any], Any]
-    ) -> Callable[[Any, grpc.ServicerContext], Any]:
-        def handler(request: Any, context: grpc.ServicerContext) -> Any:
-            with self._lock:
-                try:
-                    self._take_fault(method)
-                    self._settle()
-                    response = impl(request)
-                except _Abort as err:
-                    self._requests.append(SuCall(method, request, err.code))
-                    error = err
-                else:
-                    self._requests.append(SuCall(method, request))
-                    return response
-            context.abort_with_status(rpc_status.to_status(_status(error)))
-            raise AssertionError("unreachable")  # pragma: no cover
-
-        return handler
-
-    def _take_fault(self, method: str) -> None:
-        for fault in self._faults:
-            if fault.method is None or fault.method == method:
-                fault.times -= 1
-                if fault.times <= 0:
-                    self._faults.remove(fault)
-                raise _Abort(fault.code, fault.message, fault.reason)
+    def _before_call(self) -> None:
+        self._settle()
 
     def _settle(self) -> None:
         now = self.clock()
@@ -354,7 +248,7 @@ class FakeServiceUsage(GrpcFake):
         op = state.op
         op.done = True
         if state.error is not None:
-            op.error.CopyFrom(_status(state.error))
+            op.error.CopyFrom(state.error.status(DOMAIN))
             return
         enabled = self._projects.enabled[state.project_id]
         enabled.update(state.service_ids)
@@ -375,7 +269,7 @@ class FakeServiceUsage(GrpcFake):
             if key == str(number):
                 return project_id
         # Choice: the real API's wording for a project it will not show varies by method.
-        raise _Abort(
+        raise GrpcError(
             grpc.StatusCode.PERMISSION_DENIED,
             f"Project '{key}' not found or permission denied.",
         )
@@ -399,7 +293,7 @@ class FakeServiceUsage(GrpcFake):
     def _check_known(self, service_ids: Iterable[str]) -> None:
         unknown = sorted({s for s in service_ids if s not in self.services})
         if unknown:
-            raise _Abort(
+            raise GrpcError(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"Not found or permission denied for service(s): {', '.join(unknown)}.",
                 reason=UNKNOWN_SERVICE_REASON,
@@ -433,7 +327,7 @@ class FakeServiceUsage(GrpcFake):
             self._finish(state)
             return op
         if project_id in self.billing_disabled:
-            raise _Abort(
+            raise GrpcError(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 BILLING_MESSAGE.format(number=number, services=",".join(missing)),
                 reason=BILLING_REASON,
@@ -511,7 +405,7 @@ class FakeServiceUsage(GrpcFake):
         if state is None:
             if request.name == NOOP_OPERATION:
                 return operations_pb2.Operation(name=NOOP_OPERATION, done=True)
-            raise _Abort(grpc.StatusCode.NOT_FOUND, f"Operation '{request.name}' not found.")
+            raise GrpcError(grpc.StatusCode.NOT_FOUND, f"Operation '{request.name}' not found.")
         if not state.op.done and state.polls_left > 0:
             state.polls_left -= 1  # this poll answers "running"
         else:
@@ -519,17 +413,3 @@ class FakeServiceUsage(GrpcFake):
         out = operations_pb2.Operation()
         out.CopyFrom(state.op)
         return out
-
-
-def _serialize(message: Any) -> bytes:
-    if isinstance(message, proto.Message):
-        return type(message).serialize(message)
-    return bytes(message.SerializeToString())
-
-
-def _status(err: _Abort) -> status_pb2.Status:
-    status = status_pb2.Status(code=err.code.value[0], message=err.message)
-    if err.reason is not None:
-        info = error_details_pb2.ErrorInfo(reason=err.reason, domain=err.domain)
-        status.details.add().Pack(info)
-    return status

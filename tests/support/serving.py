@@ -12,11 +12,8 @@ import contextlib
 import socket
 import socketserver
 import threading
-from concurrent import futures
 from types import TracebackType
 from typing import Any, Self
-
-import grpc
 
 STOP_WAIT_SECONDS = 5.0
 
@@ -105,44 +102,3 @@ class BackgroundServer(StartStop):
         if self._server is None:
             raise RuntimeError(f"{type(self).__name__} is not running: call start() first")
         return int(self._server.server_address[1])
-
-
-class GrpcFake(StartStop):
-    """A ``grpc.server`` on a free loopback port, for the stand-ins of gRPC APIs.
-
-    A subclass calls ``_grpc_server`` once in its constructor, registers its handlers on
-    the server it returns, and gets ``target``, ``start``/``stop`` and ``channel`` (an
-    insecure channel for a real client, closed by ``stop``)."""
-
-    port: int
-
-    def _grpc_server(self, max_workers: int) -> grpc.Server:
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
-        self._started = False
-        self._channels: list[grpc.Channel] = []
-        return self._server
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> Self:
-        if not self._started:
-            self._server.start()
-            self._started = True
-        return self
-
-    def stop(self) -> None:
-        for channel in self._channels:
-            channel.close()
-        self._channels.clear()
-        if self._started:
-            self._server.stop(grace=None).wait()
-            self._started = False
-
-    def channel(self) -> grpc.Channel:
-        """An insecure channel to the fake, closed by ``stop()``."""
-        channel = grpc.insecure_channel(self.target)
-        self._channels.append(channel)
-        return channel
